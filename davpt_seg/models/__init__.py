@@ -1,0 +1,1 @@
+from . import backbones, losses, utils  # noqa: F401  (registration)
