@@ -4,8 +4,21 @@ Importing this package registers every component (backbone, losses, hooks,
 datasets) in the mmseg / mmengine registries. Configs load it with::
 
     custom_imports = dict(imports=['davpt_seg'], allow_failed_imports=False)
+
+It also installs, deliberately and idempotently:
+
+* a local-file checkpoint loader for mmengine that keeps ``torch.load``'s
+  ``weights_only=True`` (torch >= 2.6) and allowlists the few mmengine/numpy
+  types its training checkpoints contain (see ``davpt_seg.utils.checkpoint``);
+* a filter for mmengine's one-WARNING-per-frozen-parameter log lines (see
+  ``davpt_seg.engine.optim_log``).
 """
 from . import datasets, engine, models, utils  # noqa: F401  (registration)
+from .engine import install_frozen_param_log_filter
+from .utils import install_checkpoint_loader
 from .version import __version__
+
+install_checkpoint_loader()
+install_frozen_param_log_filter()
 
 __all__ = ['__version__']

@@ -1,0 +1,4 @@
+from .toy_data import generate_toy_dataset
+from .toy_dataset import ToyADE20KDataset
+
+__all__ = ['generate_toy_dataset', 'ToyADE20KDataset']

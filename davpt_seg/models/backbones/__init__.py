@@ -1,0 +1,3 @@
+from .prompted_vit import GuidedFeatures, PromptedVisionTransformer
+
+__all__ = ['PromptedVisionTransformer', 'GuidedFeatures']

@@ -1,0 +1,458 @@
+# Copyright (c) davpt-seg contributors. Apache-2.0.
+"""VPT-Deep prompted Vision Transformer, a drop-in for mmseg's ViT.
+
+Sequence layout of layer ``l`` (``with_cls_token=True``)::
+
+    [CLS (1) | prompts of layer l (P_l) | image tokens (N)]   ->  B x (1+P_l+N) x C
+
+Every layer gets fresh learnable prompts; their outputs are dropped after the
+layer. ``guided_layers`` hold ``num_proxy_prompts`` class-assigned prompts
+(the proxies of the DA-VPT metric losses), every other layer holds
+``num_prompts`` unassigned prompts. See ``davpt-algorithm.md`` §2, §5.2-5.4.
+"""
+import math
+from typing import Dict, List, NamedTuple, Optional, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.utils.checkpoint as cp
+from mmengine.logging import print_log
+from mmseg.models.backbones import VisionTransformer
+from mmseg.registry import MODELS
+
+from davpt_seg.utils.checkpoint import load_weights
+
+PROMPT_NORMS = ('none', 'l2', 'layer')
+
+
+class GuidedFeatures(NamedTuple):
+    """What the DA-VPT metric losses need from one guided layer.
+
+    Attributes:
+        proxies (Tensor): [K, C] the layer's class-assigned prompts after
+            ``prompt_norm`` and before prompt dropout (the loss proxies).
+        cls_query (Tensor): [B, C] query projection of the block's [CLS]
+            input, ``W_q LN1(x_cls) + b_q``.
+        prompt_output (Tensor): [B, K, C] attention output at each prompt
+            position (heads concatenated, before the output projection).
+        patch_mean (Tensor): [B, C] mean of the block's input image tokens.
+        query_mean (Tensor): [B, C] mean query projection of those tokens.
+    """
+    proxies: torch.Tensor
+    cls_query: torch.Tensor
+    prompt_output: torch.Tensor
+    patch_mean: torch.Tensor
+    query_mean: torch.Tensor
+
+
+@MODELS.register_module()
+class PromptedVisionTransformer(VisionTransformer):
+    """Frozen ViT with VPT-Deep prompts for DA-VPT / DA-VPT+ / VPT.
+
+    Accepts every argument of :class:`mmseg.models.backbones.VisionTransformer`
+    and returns the same outputs from the same weights (identical
+    ``state_dict`` keys for all pretrained weights). With ``num_prompts=0``
+    and no ``guided_layers`` its features equal mmseg's ViT exactly.
+
+    The backbone is frozen by construction: only the prompts (and the
+    ``prompt_norm`` LayerNorm, the K/V bias offsets with ``tune_kv_bias``,
+    and names matched by ``frozen_exclude``) require gradients. Freezing
+    happens in ``__init__`` so it holds before the runner wraps the model in
+    DDP, and survives ``init_weights()`` and checkpoint loading.
+
+    Args:
+        num_prompts (int): prompts per unguided layer (P_o). Default: 20.
+        num_proxy_prompts (int): class-assigned prompts per guided layer (K),
+            also the number of k-means clusters. Default: 10.
+        guided_layers (Sequence[int]): 0-based layers holding the
+            class-assigned prompts. Default: (11,).
+        num_classes (int, optional): classes of the class->prompt mapping.
+            Setting it enables DA-VPT (builds the mapping buffers, needs
+            ``guided_layers`` and ``with_cls_token=True``). ``None`` gives
+            plain VPT with the same prompt layout. Default: None.
+        mapping_cfg (dict, optional): extra arguments of
+            :class:`ClassPromptMapping` (``kmeans_norm``, ``max_iter``,
+            ``tol``, ``unseen``, ``seed``).
+        tune_kv_bias (bool): DA-VPT+: also train the attention key and value
+            biases of every layer (exactly 2 x L x C values). mmcv packs q/k/v
+            biases in one frozen ``in_proj_bias``; the trainable values are a
+            zero-initialised offset ``kv_bias_delta`` [L, 2, C] added to the
+            K and V parts, so training it is training those biases (weight
+            decay, if any, pulls towards the pretrained values). Default: False.
+        prompt_drop_rate (float): dropout on the inserted prompts. The loss
+            proxies are taken before dropout. Default: 0.
+        prompt_norm (str): 'none' | 'l2' | 'layer', applied to the prompts
+            before insertion and to the loss proxies. Default: 'none'.
+        frozen_exclude (list[str]): substrings of extra backbone parameter
+            names to keep trainable (e.g. ``['cls_token']``). mmseg's default
+            ``['all']`` means nothing extra here. Default: ['all'].
+        **kwargs: every argument of mmseg's ``VisionTransformer``.
+    """
+
+    def __init__(self,
+                 *,
+                 num_prompts: int = 20,
+                 num_proxy_prompts: int = 10,
+                 guided_layers: Sequence[int] = (11, ),
+                 num_classes: Optional[int] = None,
+                 mapping_cfg: Optional[dict] = None,
+                 tune_kv_bias: bool = False,
+                 prompt_drop_rate: float = 0.,
+                 prompt_norm: str = 'none',
+                 frozen_exclude: Sequence[str] = ('all', ),
+                 **kwargs):
+        super().__init__(frozen_exclude=['all'], **kwargs)
+        num_layers = len(self.layers)
+        embed_dims = self.cls_token.shape[-1]
+        guided_layers = [int(i) for i in (guided_layers or ())]
+        self._check_args(num_prompts, num_proxy_prompts, guided_layers,
+                         num_layers, num_classes, prompt_drop_rate,
+                         prompt_norm)
+        self.embed_dims = embed_dims
+        self.num_heads = self.layers[0].attn.attn.num_heads
+        self.num_prompts = num_prompts
+        self.num_proxy_prompts = num_proxy_prompts
+        self.guided_layers = guided_layers
+        self.num_classes = num_classes
+        self.tune_kv_bias = tune_kv_bias
+        self.frozen_exclude = [n for n in frozen_exclude if n != 'all']
+
+        unguided = [i for i in range(num_layers) if i not in guided_layers]
+        # layer index -> ('proxy' | 'plain', row in the stacked tensor)
+        self._prompt_slot = {i: ('proxy', r) for r, i in enumerate(guided_layers)}
+        self._prompt_slot.update({i: ('plain', r) for r, i in enumerate(unguided)})
+        self.prompt_tokens = self._new_prompts(len(unguided), num_prompts)
+        self.proxy_prompt_tokens = self._new_prompts(
+            len(guided_layers), num_proxy_prompts)
+        self.prompt_norm_type = prompt_norm
+        self.prompt_norm = nn.LayerNorm(embed_dims) \
+            if prompt_norm == 'layer' else None
+        self.prompt_dropout = nn.Dropout(prompt_drop_rate)
+        self.kv_bias_delta = nn.Parameter(
+            torch.zeros(num_layers, 2, embed_dims)) if tune_kv_bias else None
+
+        self.class_mapping = None
+        if num_classes is not None:
+            from davpt_seg.models.utils import ClassPromptMapping
+            self.class_mapping = ClassPromptMapping(
+                num_classes=num_classes,
+                num_prompts=num_proxy_prompts,
+                embed_dims=embed_dims,
+                **(mapping_cfg or {}))
+
+        # Set by DAVPTHook: collect guided-layer features in training forwards.
+        self.collect_guided_features = False
+        self._guided_features = None
+        self.init_prompts()
+        self._freeze_pretrained()
+
+    # ------------------------------------------------------------------ setup
+    def _check_args(self, num_prompts, num_proxy_prompts, guided_layers,
+                    num_layers, num_classes, prompt_drop_rate, prompt_norm):
+        if not isinstance(num_prompts, int) or num_prompts < 0:
+            raise ValueError(
+                f'num_prompts must be an int >= 0, got {num_prompts!r}')
+        if not isinstance(num_proxy_prompts, int) or num_proxy_prompts < 0:
+            raise ValueError('num_proxy_prompts must be an int >= 0, got '
+                             f'{num_proxy_prompts!r}')
+        bad = [i for i in guided_layers if not 0 <= i < num_layers]
+        if bad:
+            raise ValueError(
+                f'guided_layers {bad} are outside the model depth: layers are '
+                f'0..{num_layers - 1} for num_layers={num_layers}')
+        if len(set(guided_layers)) != len(guided_layers):
+            raise ValueError(
+                f'guided_layers lists a layer twice: {guided_layers}')
+        if guided_layers and num_proxy_prompts == 0:
+            raise ValueError('guided_layers need num_proxy_prompts >= 1')
+        if not 0 <= prompt_drop_rate < 1:
+            raise ValueError(
+                f'prompt_drop_rate must be in [0, 1), got {prompt_drop_rate}')
+        if prompt_norm not in PROMPT_NORMS:
+            raise ValueError(f'prompt_norm must be one of {PROMPT_NORMS}, '
+                             f'got {prompt_norm!r}')
+        if num_classes is not None:
+            if not guided_layers:
+                raise ValueError(
+                    'num_classes enables the DA-VPT class->prompt mapping, '
+                    'which needs at least one guided layer (guided_layers)')
+            if not self.with_cls_token:
+                raise ValueError(
+                    'DA-VPT needs with_cls_token=True: the [CLS]->prompt '
+                    'loss and the class->prompt mapping both work on the '
+                    '[CLS] token. Use with_cls_token=True, or drop '
+                    'num_classes for plain VPT.')
+
+    def _new_prompts(self, depth: int, length: int) -> Optional[nn.Parameter]:
+        if depth == 0 or length == 0:
+            return None
+        return nn.Parameter(torch.zeros(depth, length, self.embed_dims))
+
+    @torch.no_grad()
+    def init_prompts(self):
+        """Reference init: ``xavier_uniform_`` on the stacked [depth, len, C]
+        tensor, divided by 8 (the bound depends on the tensor shape)."""
+        for p in (self.prompt_tokens, self.proxy_prompt_tokens):
+            if p is not None:
+                nn.init.xavier_uniform_(p)
+                p.div_(8)
+
+    def _is_trainable(self, name: str) -> bool:
+        if name.startswith(('prompt_tokens', 'proxy_prompt_tokens',
+                            'prompt_norm.', 'kv_bias_delta')):
+            return True
+        return any(key in name for key in self.frozen_exclude)
+
+    def _freeze_pretrained(self):
+        for name, param in self.named_parameters():
+            param.requires_grad_(self._is_trainable(name))
+
+    def _freeze(self):
+        # mmseg's VisionTransformer calls this in its __init__; our freezing
+        # runs at the end of ours (`_freeze_pretrained`), once prompts exist.
+        pass
+
+    def own_state_keys(self) -> List[str]:
+        """State-dict keys this class adds to mmseg's ``VisionTransformer``
+        (prompts, K/V offsets, prompt norm, mapping buffers)."""
+        base = ('prompt_tokens', 'proxy_prompt_tokens', 'prompt_norm.',
+                'kv_bias_delta', 'class_mapping.')
+        return [k for k in self.state_dict() if k.startswith(base)]
+
+    # --------------------------------------------------------------- weights
+    def init_weights(self):
+        if not (isinstance(self.init_cfg, dict)
+                and self.init_cfg.get('type') == 'Pretrained'):
+            # Random init (mmseg's jax_impl) of the pretrained-weight slots;
+            # prompts were initialised in __init__ and are left alone.
+            super().init_weights()
+            return
+        path = self.init_cfg['checkpoint']
+        state_dict = load_weights(path, map_location='cpu')
+        self.load_pretrained(
+            state_dict, source=path, prefix=self.init_cfg.get('prefix'))
+
+    def load_pretrained(self, state_dict: Dict[str, torch.Tensor],
+                        source: str = '<state_dict>',
+                        prefix: Optional[str] = None):
+        """Load mmseg-format ViT weights, strictly.
+
+        Accepts a plain state dict or one nested under ``'state_dict'`` /
+        ``'model'``; with ``prefix`` (e.g. ``'backbone.'``) only keys under it
+        are used. A full segmentor checkpoint is detected and its
+        ``backbone.`` keys taken. Any missing key other than this class's own
+        (prompts, K/V offsets, mapping), any unexpected key other than an
+        unused final norm, and any shape mismatch raise ``RuntimeError``.
+        """
+        for nest in ('state_dict', 'model'):
+            if nest in state_dict and isinstance(state_dict[nest], dict):
+                state_dict = state_dict[nest]
+        if prefix is None and any(k.startswith('backbone.')
+                                  for k in state_dict):
+            prefix = 'backbone.'
+        if prefix:
+            state_dict = {k[len(prefix):]: v for k, v in state_dict.items()
+                          if k.startswith(prefix)}
+        state_dict = dict(state_dict)
+        pos = state_dict.get('pos_embed')
+        # Resize a square grid of the right width (mmseg's rule); any other
+        # mismatch is reported with the rest below.
+        grid = int(math.sqrt(pos.shape[1] - 1)) if pos is not None else 0
+        if pos is not None and pos.shape != self.pos_embed.shape and \
+                pos.ndim == 3 and grid * grid == pos.shape[1] - 1 and \
+                pos.shape[-1] == self.pos_embed.shape[-1]:
+            print_log(f'Resize the pos_embed shape from {tuple(pos.shape)} '
+                      f'to {tuple(self.pos_embed.shape)}', logger='current')
+            h, w = self.img_size
+            state_dict['pos_embed'] = self.resize_pos_embed(
+                pos, (h // self.patch_size, w // self.patch_size),
+                (grid, grid), self.interpolate_mode)
+
+        own = set(self.own_state_keys())
+        expected = {k: v for k, v in self.state_dict().items() if k not in own}
+        if 'patch_embed.projection.bias' in state_dict and \
+                'patch_embed.projection.bias' not in expected:
+            raise RuntimeError(
+                f'{source} has a patch-embedding bias '
+                '(patch_embed.projection.bias) but the backbone is built with '
+                'patch_bias=False (mmseg\'s default), so the pretrained bias '
+                'would be dropped and, with a frozen backbone, never learned '
+                'back. Set model.backbone.patch_bias=True in the config.')
+        unused_final_norm = [] if self.final_norm else \
+            ['ln1.weight', 'ln1.bias']
+        unexpected = sorted(k for k in state_dict
+                            if k not in expected and k not in own
+                            and k not in unused_final_norm)
+        missing = sorted(k for k in expected if k not in state_dict)
+        mismatched = sorted(
+            f'{k}: checkpoint {tuple(v.shape)} vs model '
+            f'{tuple(expected[k].shape)}' for k, v in state_dict.items()
+            if k in expected and tuple(v.shape) != tuple(expected[k].shape))
+        if missing or unexpected or mismatched:
+            lines = [f'{source} does not match {type(self).__name__}:']
+            for title, items in (('missing keys', missing),
+                                 ('unexpected keys', unexpected),
+                                 ('shape mismatches', mismatched)):
+                if items:
+                    shown = ', '.join(items[:8])
+                    more = f' (+{len(items) - 8} more)' if len(items) > 8 \
+                        else ''
+                    lines.append(f'  {title}: {shown}{more}')
+            lines.append('  Convert timm/JAX/MAE/MoCo v3 weights with '
+                         'tools/convert_weights.py and check embed_dims, '
+                         'num_layers, patch_size and patch_bias.')
+            raise RuntimeError('\n'.join(lines))
+        self.load_state_dict(
+            {k: v for k, v in state_dict.items() if k in expected},
+            strict=False)
+        print_log(f'Loaded {len(expected)} pretrained backbone tensors from '
+                  f'{source}', logger='current')
+
+    # --------------------------------------------------------------- forward
+    def _layer_prompts(self, i: int) -> Optional[torch.Tensor]:
+        """[P_i, C] prompts of layer ``i`` after ``prompt_norm``, or None."""
+        kind, row = self._prompt_slot[i]
+        tokens = self.proxy_prompt_tokens if kind == 'proxy' \
+            else self.prompt_tokens
+        if tokens is None:
+            return None
+        p = tokens[row]
+        if self.prompt_norm_type == 'l2':
+            p = F.normalize(p, dim=-1)
+        elif self.prompt_norm_type == 'layer':
+            p = self.prompt_norm(p)
+        return p
+
+    def _layer_forward(self, i: int, x: torch.Tensor, num_lead: int,
+                       num_p: int, collect: bool):
+        """One pre-norm block through SDPA on mmcv's packed weights.
+
+        Args:
+            x (Tensor): [B, T, C] block input, T = num_lead + num_p + N.
+        Returns:
+            Tensor [B, T, C], and with ``collect`` a tuple
+            (cls_query [B, C], prompt_output [B, num_p, C],
+            patch_mean [B, C], query_mean [B, C]).
+        """
+        layer = self.layers[i]
+        mha = layer.attn.attn  # nn.MultiheadAttention (batch-first inputs)
+        B, T, C = x.shape
+        H = self.num_heads
+        bias = mha.in_proj_bias
+        if self.kv_bias_delta is not None:
+            kv = F.pad(self.kv_bias_delta[i].flatten(), (C, 0))  # [3C]
+            bias = kv if bias is None else bias + kv
+        qkv = F.linear(layer.norm1(x), mha.in_proj_weight, bias)
+        q, k, v = qkv.view(B, T, 3, H, C // H).permute(2, 0, 3, 1, 4)
+        o = F.scaled_dot_product_attention(
+            q, k, v, dropout_p=mha.dropout if self.training else 0.)
+        o = o.transpose(1, 2).reshape(B, T, C)  # heads concatenated
+        feats = None
+        if collect:
+            img = num_lead + num_p
+            feats = (q[:, :, 0].reshape(B, C),
+                     o[:, num_lead:img],
+                     x[:, img:].mean(1),
+                     q[:, :, img:].mean(2).reshape(B, C))
+        out = F.linear(o, mha.out_proj.weight, mha.out_proj.bias)
+        x = x + layer.attn.dropout_layer(layer.attn.proj_drop(out))
+        x = layer.ffn(layer.norm2(x), identity=x)
+        return (x, feats) if collect else x
+
+    def _to_map(self, x: torch.Tensor, hw_shape, num_skip: int):
+        out = x[:, num_skip:]
+        B, _, C = out.shape
+        out = out.reshape(B, hw_shape[0], hw_shape[1],
+                          C).permute(0, 3, 1, 2).contiguous()
+        if self.output_cls_token:
+            out = [out, x[:, 0]]
+        return out
+
+    def forward(self, inputs: torch.Tensor):
+        """
+        Args:
+            inputs (Tensor): [B, 3, H, W] images.
+        Returns:
+            tuple[Tensor]: [B, C, H/p, W/p] per ``out_indices`` (or
+            ``[map, cls [B, C]]`` with ``output_cls_token``), as mmseg's ViT.
+            In training with ``collect_guided_features`` the guided-layer
+            features are kept for :meth:`pop_guided_features`.
+        """
+        B = inputs.shape[0]
+        x, hw_shape = self.patch_embed(inputs)
+        x = torch.cat((self.cls_token.expand(B, -1, -1), x), dim=1)
+        x = self._pos_embeding(x, hw_shape, self.pos_embed)
+        if not self.with_cls_token:
+            x = x[:, 1:]
+        if self.pre_norm:
+            x = self.pre_ln(x)
+        lead = 1 if self.with_cls_token else 0
+        collect = self.training and self.collect_guided_features
+        self._guided_features = None
+        guided = {}
+
+        outs = []
+        if self.out_origin:
+            outs.append(self._to_map(x, hw_shape, lead))
+        num_prev = 0  # prompt outputs of the previous layer still in x
+        last = len(self.layers) - 1
+        for i in range(len(self.layers)):
+            prompts = self._layer_prompts(i)
+            num_p = 0 if prompts is None else prompts.shape[0]
+            if num_p or num_prev:
+                parts = [x[:, :lead], x[:, lead + num_prev:]]
+                if num_p:
+                    parts.insert(1, self.prompt_dropout(
+                        prompts.expand(B, -1, -1)))
+                x = torch.cat(parts, dim=1)
+            want = collect and self._prompt_slot[i][0] == 'proxy'
+            if self.with_cp and x.requires_grad:
+                res = cp.checkpoint(self._layer_forward, i, x, lead, num_p,
+                                    want, use_reentrant=False)
+            else:
+                res = self._layer_forward(i, x, lead, num_p, want)
+            if want:
+                x, feats = res
+                guided[i] = GuidedFeatures(prompts, *feats)
+            else:
+                x = res
+            num_prev = num_p
+            if i == last and self.final_norm:
+                x = self.norm1(x)
+            if i in self.out_indices:
+                outs.append(self._to_map(x, hw_shape, lead + num_p))
+        if collect:
+            self._guided_features = dict(layers=guided, final_cls=x[:, 0])
+        return tuple(outs)
+
+    def train(self, mode: bool = True):
+        # mmseg's ViT.train() returns None; keep nn.Module's contract.
+        super().train(mode)
+        return self
+
+    def pop_guided_features(self) -> Optional[dict]:
+        """Return and clear what the last training forward collected:
+        ``{'layers': {layer: GuidedFeatures}, 'final_cls': Tensor[B, C]}``
+        (``final_cls`` is the last layer's [CLS], after the final norm if
+        ``final_norm``). None if nothing was collected."""
+        feats, self._guided_features = self._guided_features, None
+        return feats
+
+    @torch.no_grad()
+    def forward_cls(self, inputs: torch.Tensor) -> torch.Tensor:
+        """[B, C] final [CLS] of the prompt-free frozen ViT (the features of
+        the initial class->prompt mapping)."""
+        if not self.with_cls_token:
+            raise RuntimeError('forward_cls needs with_cls_token=True')
+        B = inputs.shape[0]
+        x, hw_shape = self.patch_embed(inputs)
+        x = torch.cat((self.cls_token.expand(B, -1, -1), x), dim=1)
+        x = self._pos_embeding(x, hw_shape, self.pos_embed)
+        if self.pre_norm:
+            x = self.pre_ln(x)
+        for i in range(len(self.layers)):
+            x = self._layer_forward(i, x, 1, 0, False)
+        if self.final_norm:
+            x = self.norm1(x)
+        return x[:, 0]

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Slurm training (mirrors mmseg's tools/slurm_train.sh).
+#   GPUS=16 bash tools/slurm_train.sh PARTITION JOB_NAME CONFIG [train.py args...]
+set -x
+PARTITION=$1
+JOB_NAME=$2
+CONFIG=$3
+GPUS=${GPUS:-4}
+GPUS_PER_NODE=${GPUS_PER_NODE:-4}
+CPUS_PER_TASK=${CPUS_PER_TASK:-5}
+SRUN_ARGS=${SRUN_ARGS:-""}
+PY_ARGS=${@:4}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+PY=${PY:-python}
+
+PYTHONPATH="$ROOT":$PYTHONPATH \
+srun -p ${PARTITION} \
+    --job-name=${JOB_NAME} \
+    --gres=gpu:${GPUS_PER_NODE} \
+    --ntasks=${GPUS} \
+    --ntasks-per-node=${GPUS_PER_NODE} \
+    --cpus-per-task=${CPUS_PER_TASK} \
+    --kill-on-bad-exit=1 \
+    ${SRUN_ARGS} \
+    "$PY" -u "$ROOT/tools/train.py" ${CONFIG} --launcher="slurm" ${PY_ARGS}
