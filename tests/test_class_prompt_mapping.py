@@ -1,0 +1,597 @@
+# Copyright (c) davpt-seg contributors. All rights reserved.
+"""Tests of ``cosine_kmeans`` and ``ClassPromptMapping`` (CPU only)."""
+import importlib
+import io
+import logging
+import socket
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as torch_dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+
+from davpt_seg.models.utils import ClassPromptMapping, cosine_kmeans
+
+kmeans_module = importlib.import_module('davpt_seg.models.utils.cosine_kmeans')
+mapping_module = importlib.import_module(
+    'davpt_seg.models.utils.class_prompt_mapping')
+
+BUFFER_NAMES = ('mapping', 'centroids', 'has_centroids', 'initialized',
+                'num_updates', 'feat_sum', 'feat_count')
+
+
+# ---------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------
+def _planted(seed, num_clusters=5, num_per_cluster=12, dims=64, noise=0.3):
+    """Noisy points around ``num_clusters`` random directions.
+
+    Returns:
+        tuple[Tensor, Tensor]: points (N, dims) and their true cluster (N, ).
+    """
+    g = torch.Generator().manual_seed(1000 + seed)
+    directions = torch.randn(num_clusters, dims, generator=g)
+    labels = torch.arange(num_clusters).repeat_interleave(num_per_cluster)
+    points = directions[labels] + noise * torch.randn(
+        labels.numel(), dims, generator=g)
+    return points, labels
+
+
+def _same_partition(a, b):
+    """Whether two label vectors induce the same partition (up to renaming).
+
+    Two partitions are equal iff their co-membership matrices are equal,
+    i.e. the contingency table is a permutation matrix.
+    """
+    return torch.equal(a[:, None] == a[None], b[:, None] == b[None])
+
+
+def _one_hot_present(class_ids, num_classes):
+    """(B, num_classes) bool mask with one present class per image."""
+    present = torch.zeros(class_ids.numel(), num_classes, dtype=torch.bool)
+    present[torch.arange(class_ids.numel()), class_ids] = True
+    return present
+
+
+def _grouped_class_data(num_classes,
+                        groups,
+                        dims,
+                        images_per_class=3,
+                        seed=0,
+                        classes=None):
+    """Single-label images whose [CLS] depends on the class' group.
+
+    Class ``c`` belongs to group ``groups[c]``; its images are a noisy copy of
+    that group's prototype.
+
+    Returns:
+        tuple[Tensor, Tensor]: feats (B, dims) and present (B, num_classes).
+    """
+    g = torch.Generator().manual_seed(seed)
+    prototypes = 4 * torch.randn(max(groups) + 1, dims, generator=g)
+    if classes is None:
+        classes = range(num_classes)
+    class_ids = torch.tensor(list(classes)).repeat_interleave(images_per_class)
+    group_ids = torch.tensor(groups)[class_ids]
+    feats = prototypes[group_ids] + 0.1 * torch.randn(
+        class_ids.numel(), dims, generator=g)
+    return feats, _one_hot_present(class_ids, num_classes)
+
+
+# ---------------------------------------------------------------------------
+# cosine_kmeans
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize('seed', range(5))
+def test_kmeans_cold_start_recovers_two_planted_clusters(seed):
+    points, labels = _planted(seed, num_clusters=2, num_per_cluster=30)
+    g = torch.Generator().manual_seed(seed)
+    centroids, assignment = cosine_kmeans(points, 2, generator=g)
+    assert centroids.shape == (2, 64)
+    assert centroids.dtype == torch.float32
+    assert assignment.shape == (60, )
+    assert assignment.dtype == torch.long
+    assert _same_partition(assignment, labels)
+
+
+@pytest.mark.parametrize('seed', range(5))
+def test_kmeans_recovers_five_planted_clusters(seed):
+    """5 directions in 64-d, 60 points, seeded with one point per cluster.
+
+    Plain random-row initialisation (the reference algorithm) can end in a
+    local optimum for k >= 3 (one centroid on two clusters, two on one), so
+    the initial rows are drawn at random *within* each planted cluster.
+    """
+    points, labels = _planted(seed)
+    g = torch.Generator().manual_seed(seed)
+    rows = torch.stack([
+        torch.nonzero(labels == j).flatten()[torch.randint(
+            12, (1, ), generator=g)].squeeze() for j in range(5)
+    ])
+    init = F.layer_norm(points[rows], (64, ))
+    centroids, assignment = cosine_kmeans(points, 5, init_centroids=init)
+    assert _same_partition(assignment, labels)
+    # Every centroid points along its cluster's mean direction.
+    z = F.layer_norm(points, (64, ))
+    for m in range(5):
+        cluster_mean = z[assignment == m].mean(dim=0)
+        assert F.cosine_similarity(centroids[m], cluster_mean, dim=0) > 0.999
+
+
+def test_kmeans_warm_start_from_converged_solution_is_stable(monkeypatch):
+    points, labels = _planted(0, num_clusters=2, num_per_cluster=30)
+    g = torch.Generator().manual_seed(0)
+    centroids, assignment = cosine_kmeans(points, 2, generator=g)
+
+    calls = []
+    original_assign = kmeans_module._assign
+
+    def counting_assign(*args):
+        calls.append(1)
+        return original_assign(*args)
+
+    monkeypatch.setattr(kmeans_module, '_assign', counting_assign)
+    warm_centroids, warm_assignment = cosine_kmeans(
+        points, 2, init_centroids=centroids)
+    assert torch.equal(warm_assignment, assignment)
+    assert torch.allclose(warm_centroids, centroids, atol=1e-4)
+    assert 1 <= len(calls) <= 2
+
+
+def test_kmeans_returned_centroids_produce_returned_assignment():
+    # max_iter=1 stops long before convergence.
+    points = torch.randn(100, 16, generator=torch.Generator().manual_seed(0))
+    for max_iter in (1, 2, 20):
+        g = torch.Generator().manual_seed(1)
+        centroids, assignment = cosine_kmeans(
+            points, 6, max_iter=max_iter, generator=g)
+        z = F.layer_norm(points, (16, ))
+        assert torch.equal(kmeans_module._assign(z, centroids), assignment)
+
+
+def test_kmeans_cold_start_needs_enough_points():
+    with pytest.raises(ValueError, match='at least k=5'):
+        cosine_kmeans(torch.randn(4, 8), 5)
+    # A warm start works with fewer points than clusters.
+    centroids, assignment = cosine_kmeans(
+        torch.randn(4, 8), 5, init_centroids=torch.randn(5, 8))
+    assert centroids.shape == (5, 8)
+    assert assignment.shape == (4, )
+
+
+def test_kmeans_bad_args():
+    with pytest.raises(ValueError, match='norm'):
+        cosine_kmeans(torch.randn(10, 8), 2, norm='l2')
+    with pytest.raises(ValueError, match='shape'):
+        cosine_kmeans(torch.randn(10), 2)
+    with pytest.raises(ValueError, match='init_centroids'):
+        cosine_kmeans(torch.randn(10, 8), 2, init_centroids=torch.randn(3, 8))
+    with pytest.raises(ValueError, match='k'):
+        cosine_kmeans(torch.randn(10, 8), 0)
+
+
+def test_kmeans_empty_cluster_keeps_its_centroid():
+    g = torch.Generator().manual_seed(0)
+    e1, e2 = torch.eye(8)[:2]
+    points = torch.cat([
+        e1 + 0.05 * torch.randn(10, 8, generator=g),
+        e2 + 0.05 * torch.randn(10, 8, generator=g),
+    ])
+    far = -(e1 + e2)  # no point is closer to it than to e1 or e2
+    init = torch.stack([e1, e2, far])
+    centroids, assignment = cosine_kmeans(
+        points, 3, init_centroids=init, norm='none')
+    assert (assignment != 2).all()
+    assert torch.equal(centroids[2], far)
+    assert torch.equal(assignment, torch.arange(2).repeat_interleave(10))
+
+
+def test_kmeans_is_deterministic_given_the_generator():
+    points = torch.randn(80, 32, generator=torch.Generator().manual_seed(0))
+    results = [
+        cosine_kmeans(points, 7, generator=torch.Generator().manual_seed(3))
+        for _ in range(2)
+    ]
+    assert torch.equal(results[0][0], results[1][0])
+    assert torch.equal(results[0][1], results[1][1])
+
+
+def test_kmeans_layer_norm_ignores_row_offset_and_scale():
+    points = torch.randn(40, 16, generator=torch.Generator().manual_seed(0))
+    shifted = 3.0 * points + 5.0
+    _, a = cosine_kmeans(points, 4, generator=torch.Generator().manual_seed(0))
+    _, b = cosine_kmeans(
+        shifted, 4, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a, b)
+
+
+def test_kmeans_timing_sanity():
+    """Timing printed for the report only (never asserted)."""
+    points = torch.randn(150, 1024, generator=torch.Generator().manual_seed(0))
+    cosine_kmeans(points, 10, generator=torch.Generator().manual_seed(0))
+    times = []
+    for seed in range(10):
+        start = time.perf_counter()
+        cosine_kmeans(
+            points, 10, generator=torch.Generator().manual_seed(seed))
+        times.append(time.perf_counter() - start)
+    times.sort()
+    print(f'\ncosine_kmeans 150x1024, k=10: median '
+          f'{1e3 * times[len(times) // 2]:.2f} ms, max {1e3 * times[-1]:.2f} '
+          'ms')
+
+
+# ---------------------------------------------------------------------------
+# ClassPromptMapping: construction
+# ---------------------------------------------------------------------------
+def test_buffers_initial_state():
+    module = ClassPromptMapping(7, 3, 5)
+    assert list(module.parameters()) == []
+    assert set(module.state_dict()) == set(BUFFER_NAMES)
+    assert torch.equal(module.mapping, torch.tensor([0, 1, 2, 0, 1, 2, 0]))
+    assert module.mapping.dtype == torch.long
+    assert module.centroids.shape == (3, 5)
+    assert module.centroids.dtype == torch.float32
+    assert module.has_centroids.dtype == torch.bool
+    assert not module.has_centroids and not module.initialized
+    assert module.num_updates.dtype == torch.long
+    assert int(module.num_updates) == 0
+    assert module.feat_sum.shape == (7, 5)
+    assert module.feat_count.shape == (7, )
+    assert module.cluster_sizes() == [3, 2, 2]
+    assert 'num_classes=7, num_prompts=3, embed_dims=5' in repr(module)
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(num_classes=10, num_prompts=1, embed_dims=4), 'num_prompts'),
+    (dict(num_classes=0, num_prompts=2, embed_dims=4), 'num_classes'),
+    (dict(num_classes=3, num_prompts=4, embed_dims=4), 'must not exceed'),
+    (dict(num_classes=10, num_prompts=2, embed_dims=0), 'embed_dims'),
+    (dict(num_classes=10, num_prompts=2, embed_dims=4,
+          kmeans_norm='l2'), 'kmeans_norm'),
+    (dict(num_classes=10, num_prompts=2, embed_dims=4,
+          unseen='drop'), 'unseen'),
+    (dict(num_classes=10, num_prompts=2, embed_dims=4,
+          max_iter=0), 'max_iter'),
+    (dict(num_classes=10, num_prompts=2, embed_dims=4, tol=-1.0), 'tol'),
+])
+def test_bad_args_raise(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ClassPromptMapping(**kwargs)
+
+
+# ---------------------------------------------------------------------------
+# ClassPromptMapping: accumulate
+# ---------------------------------------------------------------------------
+def test_accumulate_adds_each_image_to_every_present_class():
+    module = ClassPromptMapping(4, 2, 3)
+    feats = torch.tensor([[1., 2., 3.], [10., 20., 30.], [100., 0., 0.]],
+                         requires_grad=True)
+    present = torch.tensor([
+        [True, True, False, False],  # image 0: classes 0 and 1
+        [False, True, False, True],  # image 1: classes 1 and 3
+        [False, False, False, False],  # image 2: no class
+    ])
+    module.accumulate(feats, present)
+    expected_sum = torch.tensor([[1., 2., 3.], [11., 22., 33.], [0., 0., 0.],
+                                 [10., 20., 30.]])
+    assert torch.equal(module.feat_sum, expected_sum)
+    assert torch.equal(module.feat_count, torch.tensor([1., 2., 0., 1.]))
+    assert not module.feat_sum.requires_grad
+
+    module.accumulate(feats[:1].detach(), present[:1])
+    assert torch.equal(module.feat_sum[0], torch.tensor([2., 4., 6.]))
+    assert torch.equal(module.feat_count, torch.tensor([2., 3., 0., 1.]))
+
+
+def test_accumulate_checks_inputs():
+    module = ClassPromptMapping(4, 2, 3)
+    with pytest.raises(ValueError, match='feats'):
+        module.accumulate(torch.zeros(2, 5), torch.zeros(2, 4, dtype=bool))
+    with pytest.raises(ValueError, match='bool'):
+        module.accumulate(torch.zeros(2, 3), torch.zeros(2, 4))
+    with pytest.raises(ValueError, match='present'):
+        module.accumulate(torch.zeros(2, 3), torch.zeros(3, 4, dtype=bool))
+
+
+# ---------------------------------------------------------------------------
+# ClassPromptMapping: update
+# ---------------------------------------------------------------------------
+def test_update_clusters_classes_by_feature():
+    groups = [0, 0, 0, 1, 1, 1]
+    module = ClassPromptMapping(6, 2, 16)
+    module.accumulate(*_grouped_class_data(6, groups, 16))
+    assert module.update() is True
+    assert _same_partition(module.mapping, torch.tensor(groups))
+    assert module.initialized and module.has_centroids
+    assert int(module.num_updates) == 1
+    assert not module.feat_sum.any() and not module.feat_count.any()
+    assert sorted(module.cluster_sizes()) == [3, 3]
+    assert module.centroids.abs().sum() > 0
+
+
+@pytest.mark.parametrize('unseen', ['random', 'keep'])
+def test_update_unseen_classes(unseen):
+    num_classes, seen = 40, [0, 1, 2, 3, 4, 5, 6, 7]
+    groups = [c % 4 for c in range(num_classes)]
+    module = ClassPromptMapping(num_classes, 4, 16, unseen=unseen, seed=3)
+    initial = module.mapping.clone()
+    module.accumulate(
+        *_grouped_class_data(num_classes, groups, 16, classes=seen))
+    assert module.update()
+    mapping = module.mapping
+    assert _same_partition(mapping[seen], torch.tensor(groups)[seen])
+    unseen_ids = torch.arange(8, num_classes)
+    if unseen == 'keep':
+        assert torch.equal(mapping[unseen_ids], initial[unseen_ids])
+    else:
+        assert not torch.equal(mapping[unseen_ids], initial[unseen_ids])
+        assert mapping.min() >= 0 and mapping.max() < 4
+        # Deterministic: same seed and data give the same random draws.
+        other = ClassPromptMapping(num_classes, 4, 16, unseen=unseen, seed=3)
+        other.accumulate(
+            *_grouped_class_data(num_classes, groups, 16, classes=seen))
+        other.update()
+        assert torch.equal(other.mapping, mapping)
+
+
+def test_update_cold_start_with_too_few_classes_keeps_mapping(monkeypatch):
+    messages = []
+
+    def recording_print_log(msg, logger=None, level=logging.INFO):
+        messages.append((msg, level))
+
+    monkeypatch.setattr(mapping_module, 'print_log', recording_print_log)
+    module = ClassPromptMapping(6, 3, 8)
+    initial = module.mapping.clone()
+    # 2 seen classes < 3 prompts
+    present = _one_hot_present(torch.tensor([0, 0, 1, 1]), 6)
+    module.accumulate(torch.randn(4, 8), present)
+    assert module.update() is False
+    assert torch.equal(module.mapping, initial)
+    assert not module.initialized and not module.has_centroids
+    assert int(module.num_updates) == 1
+    assert not module.feat_count.any()
+    assert [level for _, level in messages] == [logging.WARNING]
+
+    # Nothing accumulated at all: no update either, even after a warm start.
+    assert module.update() is False
+    assert int(module.num_updates) == 2
+
+
+def test_update_rejects_single_prompt_mapping(monkeypatch):
+    groups = [0, 0, 1, 1]
+    module = ClassPromptMapping(4, 2, 16)
+    module.accumulate(*_grouped_class_data(4, groups, 16))
+    assert module.update()
+    good_mapping = module.mapping.clone()
+
+    # Identical features for every class: all classes fall in one cluster.
+    row = torch.randn(1, 16)
+    module.accumulate(row.expand(4, 16), torch.eye(4, dtype=torch.bool))
+    assert module.update() is False
+    assert torch.equal(module.mapping, good_mapping)
+    assert not module.has_centroids
+    assert module.initialized  # the old mapping stays valid
+    assert int(module.num_updates) == 2
+
+    # The next k-means starts cold.
+    init_args = []
+    original_kmeans = mapping_module.cosine_kmeans
+
+    def recording_kmeans(*args, **kwargs):
+        init_args.append(kwargs['init_centroids'])
+        return original_kmeans(*args, **kwargs)
+
+    monkeypatch.setattr(mapping_module, 'cosine_kmeans', recording_kmeans)
+    module.accumulate(*_grouped_class_data(4, groups, 16, seed=1))
+    assert module.update()
+    module.accumulate(*_grouped_class_data(4, groups, 16))
+    assert module.update()
+    assert init_args[0] is None  # cold
+    assert init_args[1] is not None  # warm
+    assert _same_partition(module.mapping, torch.tensor(groups))
+
+
+def test_state_dict_round_trip_and_resume():
+    groups = [0, 1, 2, 0, 1, 2, 0, 1]
+    module = ClassPromptMapping(8, 3, 16, seed=5)
+    module.accumulate(*_grouped_class_data(8, groups, 16, classes=range(6)))
+    assert module.update()
+    module.accumulate(*_grouped_class_data(8, groups, 16, seed=1))
+
+    buffer = io.BytesIO()
+    torch.save(module.state_dict(), buffer)
+    buffer.seek(0)
+    state = torch.load(buffer)
+    assert set(state) == set(BUFFER_NAMES)
+
+    resumed = ClassPromptMapping(8, 3, 16, seed=5)
+    resumed.load_state_dict(state, strict=True)
+    for name in BUFFER_NAMES:
+        assert torch.equal(getattr(resumed, name), getattr(module, name))
+    class_ids = torch.tensor([-1, 0, 1, 2, 3, 4, 5, 6, 7])
+    assert torch.equal(
+        resumed.map_classes(class_ids), module.map_classes(class_ids))
+
+    # Continuing from the checkpoint reproduces the original run exactly.
+    assert module.update() == resumed.update()
+    for name in BUFFER_NAMES:
+        assert torch.equal(getattr(resumed, name), getattr(module, name))
+
+
+def test_map_classes():
+    module = ClassPromptMapping(5, 2, 4)
+    module.mapping.copy_(torch.tensor([1, 0, 0, 1, 1]))
+    prompt_ids = module.map_classes(torch.tensor([-1, 0, 1, 4, -1, 3]))
+    assert torch.equal(prompt_ids, torch.tensor([-1, 1, 0, 1, -1, 1]))
+    assert prompt_ids.dtype == torch.long
+    assert module.map_classes(torch.tensor([2], dtype=torch.int32)).tolist() \
+        == [0]
+    assert module.map_classes(torch.zeros(0, dtype=torch.long)).numel() == 0
+    with pytest.raises(ValueError, match=r'\[-1, 5\)'):
+        module.map_classes(torch.tensor([5]))
+    with pytest.raises(ValueError, match=r'\[-1, 5\)'):
+        module.map_classes(torch.tensor([-2]))
+    with pytest.raises(ValueError, match='integer'):
+        module.map_classes(torch.tensor([0.0]))
+
+
+# ---------------------------------------------------------------------------
+# ClassPromptMapping: distributed (2 gloo processes on localhost)
+# ---------------------------------------------------------------------------
+DIST_WORLD_SIZE = 2
+DIST_NUM_CLASSES = 14  # classes 12 and 13 are never seen
+DIST_NUM_PROMPTS = 3
+DIST_EMBED_DIMS = 32
+DIST_SEED = 7
+
+
+def _dist_data():
+    """Per round, per step, per rank: (feats (4, C), present (4, 14)).
+
+    Rank 0 only sees classes 0-5 and rank 1 only classes 6-11; half of the
+    images carry a second class.
+    """
+    g = torch.Generator().manual_seed(123)
+    prototypes = 4 * torch.randn(
+        DIST_NUM_PROMPTS, DIST_EMBED_DIMS, generator=g)
+    rounds = []
+    for _ in range(2):
+        steps = []
+        for _ in range(3):
+            per_rank = []
+            for rank in range(DIST_WORLD_SIZE):
+                first = 6 * rank + torch.randint(6, (4, ), generator=g)
+                second = 6 * rank + torch.randint(6, (2, ), generator=g)
+                present = _one_hot_present(first, DIST_NUM_CLASSES)
+                present[torch.arange(2), second] = True
+                feats = prototypes[first % DIST_NUM_PROMPTS] + torch.randn(
+                    4, DIST_EMBED_DIMS, generator=g)
+                per_rank.append((feats, present))
+            steps.append(per_rank)
+        rounds.append(steps)
+    return rounds
+
+
+def _run_rounds(module, batches_for_step):
+    """Accumulate/update over ``_dist_data``; record the state per round."""
+    records = []
+    for steps in _dist_data() + [[]]:  # the last round accumulates nothing
+        for per_rank in steps:
+            module.accumulate(*batches_for_step(per_rank))
+        stats = (module.feat_sum.clone(), module.feat_count.clone())
+        updated = module.update()
+        state = {k: v.clone() for k, v in module.state_dict().items()}
+        records.append(dict(updated=updated, stats=stats, state=state))
+    return records
+
+
+def _merge_ranks(per_rank):
+    """Concatenate the batches of all ranks: (feats, present)."""
+    feats, present = zip(*per_rank)
+    return torch.cat(feats), torch.cat(present)
+
+
+def _new_dist_module():
+    return ClassPromptMapping(
+        DIST_NUM_CLASSES, DIST_NUM_PROMPTS, DIST_EMBED_DIMS, seed=DIST_SEED)
+
+
+def _dist_worker(rank, world_size, init_method, out_dir):
+    torch.set_num_threads(1)
+    torch_dist.init_process_group(
+        'gloo',
+        init_method=init_method,
+        rank=rank,
+        world_size=world_size,
+        timeout=timedelta(seconds=60))
+    try:
+        records = _run_rounds(_new_dist_module(),
+                              lambda per_rank: per_rank[rank])
+        torch.save(records, Path(out_dir) / f'rank{rank}.pt')
+        torch_dist.barrier()
+    finally:
+        torch_dist.destroy_process_group()
+
+
+def _free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def _spawn(fn, nprocs, out_dir, timeout=120, attempts=3):
+    """Run ``fn(rank, nprocs, init_method, out_dir)`` in ``nprocs`` processes.
+
+    Retries with a new port if the chosen one was taken in the meantime and
+    kills the workers if they do not finish within ``timeout`` seconds.
+
+    ``fork`` is used where available (the CPU test process has no CUDA
+    context and no extra threads) because ``spawn`` re-imports torch, mmseg
+    and this module in every worker, which takes 5-20 s on a small machine.
+    """
+    if ('fork' in mp.get_all_start_methods()
+            and not torch.cuda.is_initialized()):
+        start_method = 'fork'
+    else:
+        start_method = 'spawn'
+    for attempt in range(attempts):
+        init_method = f'tcp://127.0.0.1:{_free_port()}'
+        context = mp.start_processes(
+            fn,
+            args=(nprocs, init_method, str(out_dir)),
+            nprocs=nprocs,
+            join=False,
+            start_method=start_method)
+        deadline = time.monotonic() + timeout
+        try:
+            while not context.join(timeout=1):
+                if time.monotonic() > deadline:
+                    pytest.fail(f'distributed workers timed out ({timeout}s)')
+            return
+        except mp.ProcessRaisedException as exc:
+            if ('address already in use' in str(exc).lower()
+                    and attempt + 1 < attempts):
+                continue
+            raise
+        finally:
+            for process in context.processes:
+                if process.is_alive():
+                    process.kill()
+                    process.join()
+
+
+@pytest.mark.skipif(
+    not torch_dist.is_available(), reason='torch.distributed unavailable')
+def test_distributed_ranks_agree_and_match_single_process(tmp_path):
+    _spawn(_dist_worker, DIST_WORLD_SIZE, tmp_path)
+    ranks = [
+        torch.load(tmp_path / f'rank{r}.pt') for r in range(DIST_WORLD_SIZE)
+    ]
+
+    # Single process that sees every rank's batch at each step.
+    reference = _run_rounds(_new_dist_module(), _merge_ranks)
+
+    assert [r['updated'] for r in reference] == [True, True, False]
+    for records in ranks:
+        assert len(records) == len(reference)
+        for got, want, other in zip(records, reference, ranks[0]):
+            # All ranks hold bit-identical statistics and buffers.
+            assert got['updated'] == other['updated']
+            for a, b in zip(got['stats'], other['stats']):
+                assert torch.equal(a, b)
+            for name in BUFFER_NAMES:
+                assert torch.equal(got['state'][name], other['state'][name])
+            # ... which equal the single-process run on all the data.
+            assert got['updated'] == want['updated']
+            for a, b in zip(got['stats'], want['stats']):
+                torch.testing.assert_close(a, b)
+            for name in ('mapping', 'has_centroids', 'initialized',
+                         'num_updates'):
+                assert torch.equal(got['state'][name], want['state'][name])
+            torch.testing.assert_close(got['state']['centroids'],
+                                       want['state']['centroids'])
