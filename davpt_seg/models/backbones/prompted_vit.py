@@ -144,6 +144,7 @@ class PromptedVisionTransformer(VisionTransformer):
         # Set by DAVPTHook: collect guided-layer features in training forwards.
         self.collect_guided_features = False
         self._guided_features = None
+        self._pretrained_loaded = False
         self.init_prompts()
         self._freeze_pretrained()
 
@@ -306,8 +307,84 @@ class PromptedVisionTransformer(VisionTransformer):
         self.load_state_dict(
             {k: v for k, v in state_dict.items() if k in expected},
             strict=False)
+        self._pretrained_loaded = True
         print_log(f'Loaded {len(expected)} pretrained backbone tensors from '
                   f'{source}', logger='current')
+
+    def _pretrained_path(self) -> Optional[str]:
+        if isinstance(self.init_cfg, dict) and \
+                self.init_cfg.get('type') == 'Pretrained':
+            return self.init_cfg.get('checkpoint')
+        return None
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata,
+                              strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        """Checks every load of this backbone (``load_state_dict``,
+        mmengine's ``load_checkpoint``, ``runner.test()``, resume,
+        ``mmseg.apis.init_model``):
+
+        * A *prompt-only* state dict (this class's own keys, none of the
+          frozen pretrained ones; see ``tools/extract_prompts.py``) first
+          loads the pretrained ViT named by ``init_cfg`` -- those callers
+          never run ``init_weights()``, and testing prompts on a random ViT
+          gives near-zero mIoU without any error. No ``init_cfg`` or a
+          missing file is a clear error.
+        * This class's own keys (prompts, K/V offsets, prompt norm, mapping
+          buffers) must match in shape and must exist in the model: mmengine
+          loads with ``strict=False``, which would only warn, and leave e.g.
+          a 150-class mapping or DA-VPT+ biases silently unused.
+        """
+        own = set(self.own_state_keys())
+        model_state = self.state_dict()
+        in_ckpt = {k[len(prefix):] for k in state_dict if k.startswith(prefix)}
+        own_prefixes = ('prompt_tokens', 'proxy_prompt_tokens',
+                        'prompt_norm.', 'kv_bias_delta', 'class_mapping.')
+        problems = [
+            f'{k}: checkpoint {tuple(state_dict[prefix + k].shape)} vs '
+            f'model {tuple(model_state[k].shape)}' for k in sorted(in_ckpt)
+            if k in own and tuple(state_dict[prefix + k].shape) != tuple(
+                model_state[k].shape)]
+        problems += [f'{k}: not in this model' for k in sorted(in_ckpt)
+                     if k.startswith(own_prefixes) and k not in own]
+        if problems:
+            raise RuntimeError(
+                'The checkpoint\'s prompt/mapping state does not fit this '
+                f'{type(self).__name__} (was it trained with another config?'
+                ' check num_prompts, num_proxy_prompts, guided_layers, '
+                'num_classes, tune_kv_bias, embed_dims):\n  ' +
+                '\n  '.join(problems))
+        pretrained = [k for k in model_state if k not in own]
+        if in_ckpt and not any(k in in_ckpt for k in pretrained):
+            self._fill_from_pretrained(state_dict, prefix, pretrained)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata,
+                                      strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
+    def _fill_from_pretrained(self, state_dict, prefix, keys):
+        """Complete a prompt-only state dict with the pretrained weights."""
+        if not self._pretrained_loaded:
+            path = self._pretrained_path()
+            if path is None:
+                raise RuntimeError(
+                    'This is a prompt-only checkpoint (prompts, heads and '
+                    'mapping, without the frozen ViT weights), but the '
+                    'config names no pretrained backbone to restore them '
+                    'from. Set model.backbone.init_cfg=dict(type='
+                    '\'Pretrained\', checkpoint=PATH) to the file the '
+                    'prompts were trained on.')
+            try:
+                self.init_weights()
+            except FileNotFoundError as e:
+                raise RuntimeError(
+                    'This is a prompt-only checkpoint: it needs the '
+                    f'pretrained backbone {path} (model.backbone.init_cfg), '
+                    f'which cannot be read: {e}') from e
+            print_log('Prompt-only checkpoint: frozen backbone weights '
+                      f'restored from {path}', logger='current')
+        current = self.state_dict()
+        for k in keys:
+            state_dict[prefix + k] = current[k]
 
     # --------------------------------------------------------------- forward
     def _layer_prompts(self, i: int) -> Optional[torch.Tensor]:
