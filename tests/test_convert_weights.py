@@ -360,6 +360,30 @@ def test_pretrained_init_cfg_loads_output(tiny, tmp_path):
     assert (out - ref).abs().max() / ref.abs().max() < 1e-4
 
 
+@pytest.mark.parametrize('layout', LAYOUTS)
+def test_prompted_backbone_matches_timm(layout, tiny, tmp_path):
+    """Converted weights in our PromptedVisionTransformer (no prompts,
+    loaded through its strict ``init_cfg=Pretrained`` path) give timm's
+    patch features for the same input."""
+    from davpt_seg.models.backbones import PromptedVisionTransformer
+    _, sd, x, ref = tiny
+    dst = tmp_path / 'vit.pth'
+    src = write_layout(layout, sd, TINY['heads'], tmp_path)
+    assert _cli().main([str(src), str(dst)]) == 0
+    model = PromptedVisionTransformer(
+        img_size=TINY['img'], patch_size=16, embed_dims=TINY['dims'],
+        num_layers=TINY['depth'], num_heads=TINY['heads'], mlp_ratio=4,
+        out_indices=[TINY['depth'] - 1], qkv_bias=True, patch_bias=True,
+        final_norm=True, with_cls_token=True, interpolate_mode='bicubic',
+        norm_cfg=dict(type='LN', eps=1e-6), num_prompts=0, guided_layers=(),
+        init_cfg=dict(type='Pretrained', checkpoint=str(dst)))
+    model.init_weights()
+    model.eval()
+    with torch.no_grad():
+        out = model(x)[0]
+    assert (out - ref).abs().max() / ref.abs().max() < 1e-4
+
+
 def test_vit_large_patch16_384_all_layouts():
     """Real ViT-L/16-384 architecture (24 blocks, 1024 dims, 16 heads,
     24x24 pos grid), random weights, in every layout.
@@ -379,7 +403,14 @@ def test_vit_large_patch16_384_all_layouts():
         'mae': to_mae(sd),
         'mocov3': to_mocov3(sd),
     }
+    from davpt_seg.models.backbones import PromptedVisionTransformer
     mmseg_model = mmseg_vit(1024, 24, 16, 64)
+    prompted = PromptedVisionTransformer(
+        img_size=64, patch_size=16, embed_dims=1024, num_layers=24,
+        num_heads=16, mlp_ratio=4, out_indices=[23], qkv_bias=True,
+        patch_bias=True, final_norm=True, with_cls_token=True,
+        interpolate_mode='bicubic', norm_cfg=dict(type='LN', eps=1e-6),
+        num_prompts=0, guided_layers=())
     for source, obj in layouts.items():
         result = convert_state_dict(obj, img_size=64, name=source)
         assert result.source == source, source
@@ -391,6 +422,12 @@ def test_vit_large_patch16_384_all_layouts():
             assert s.num_heads == 16
         assert_same_features(result.state_dict, ref, x, 1024, 24, 16, 64,
                              model=mmseg_model)
+        if source == 'timm':  # and through our prompted backbone
+            prompted.load_pretrained(result.state_dict, source=source)
+            prompted.eval()
+            with torch.no_grad():
+                out = prompted(x)[0]
+            assert (out - ref).abs().max() / ref.abs().max() < 1e-4
         layouts[source] = result = None  # free memory early
 
 
