@@ -119,9 +119,13 @@ tta_pipeline = [
     dict(
         type='TestTimeAug',
         transforms=[
+            # ratios of the single-scale test scale (mmseg's ADE20K TTA
+            # scales the original image, which here is 2x the test scale)
             [
-                dict(type='Resize', scale_factor=r, keep_ratio=True)
-                for r in img_ratios
+                dict(
+                    type='Resize',
+                    scale=(int(128 * r), int(64 * r)),
+                    keep_ratio=True) for r in img_ratios
             ],
             [
                 dict(type='RandomFlip', prob=0., direction='horizontal'),
