@@ -92,11 +92,16 @@ custom_hooks = [
 ]
 
 # ----------------------------------------------------------------- data
+# CheckedLoadAnnotations (davpt_seg) is mmseg's LoadAnnotations plus clear
+# errors naming the file for a missing/corrupt annotation, label values
+# outside 0..num_classes-1 (other than 255) and an image/annotation size
+# mismatch.
 dataset_type = 'ToyADE20KDataset'
 data_root = 'data/toy_ade'
 train_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='CheckedLoadAnnotations', reduce_zero_label=True,
+         num_classes=num_classes),
     dict(
         type='RandomResize',
         scale=(128, 64),
@@ -110,7 +115,8 @@ train_pipeline = [
 test_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='Resize', scale=(128, 64), keep_ratio=True),
-    dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='CheckedLoadAnnotations', reduce_zero_label=True,
+         num_classes=num_classes),
     dict(type='PackSegInputs')
 ]
 img_ratios = [0.75, 1.0, 1.25]
@@ -130,7 +136,9 @@ tta_pipeline = [
             [
                 dict(type='RandomFlip', prob=0., direction='horizontal'),
                 dict(type='RandomFlip', prob=1., direction='horizontal')
-            ], [dict(type='LoadAnnotations')], [dict(type='PackSegInputs')]
+            ],
+            [dict(type='CheckedLoadAnnotations', num_classes=num_classes)],
+            [dict(type='PackSegInputs')]
         ])
 ]
 train_dataloader = dict(

@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Distributed training with torchrun (mirrors mmseg's tools/dist_train.sh).
 #   bash tools/dist_train.sh CONFIG GPUS [train.py args...]
-# Without CUDA (e.g. CI, 2 CPU processes) the gloo backend is used
-# automatically; set PY to choose the interpreter (default: .venv or python).
+# Without CUDA (e.g. CI: `OMP_NUM_THREADS=1 bash tools/dist_train.sh ... 2`;
+# `CUDA_VISIBLE_DEVICES=` forces it on a GPU machine) GPUS is the number of
+# CPU processes: tools/train.py switches to the gloo backend, initialises the
+# process group itself and wraps the model in DDP without device ids.
+# PORT picks the master port (default 29500; give concurrent jobs distinct
+# ones); PY the interpreter (default: .venv or python).
 CONFIG=$1
 GPUS=$2
 NNODES=${NNODES:-1}

@@ -19,7 +19,8 @@ from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import davpt_seg  # noqa: F401,E402  (registration, safe checkpoint loading)
-from tools.train import use_gloo_without_gpus  # noqa: E402
+from tools.train import (add_checkpoint_check,  # noqa: E402
+                         use_gloo_without_gpus)
 
 
 def parse_args(argv=None):
@@ -108,11 +109,15 @@ def main(argv=None):
     if args.out is not None:
         cfg.test_evaluator['output_dir'] = args.out
         cfg.test_evaluator['keep_results'] = True
+        # mmseg's IoUMetric creates it on rank 0 only: in a distributed test
+        # the other ranks could write their first prediction before that.
+        os.makedirs(args.out, exist_ok=True)
 
     if not osp.isfile(args.checkpoint):
         raise SystemExit(f'checkpoint not found: {args.checkpoint}')
     cfg.load_from = args.checkpoint
     use_gloo_without_gpus(cfg)
+    add_checkpoint_check(cfg)
     runner = Runner.from_cfg(cfg)
     runner.test()
 

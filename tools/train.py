@@ -56,7 +56,23 @@ def parse_args(argv=None):
 
 
 def use_gloo_without_gpus(cfg):
-    """Distributed runs on a machine without CUDA use the gloo backend."""
+    """Distributed runs on a machine without CUDA: CPU processes with gloo.
+
+    Without CUDA (``torch.cuda.is_available()`` is False, or
+    ``CUDA_VISIBLE_DEVICES=-1``) and a launcher other than ``none``:
+
+    * the backend is switched to ``gloo`` (nccl needs GPUs);
+    * for ``--launcher pytorch`` (``tools/dist_*.sh``, torchrun) the process
+      group is initialised here from torchrun's environment, because
+      mmengine's ``init_dist`` calls ``torch.cuda.set_device`` first, which
+      fails without a GPU (the Runner then finds the group initialised);
+    * the model is wrapped in ``MMDistributedDataParallel`` with
+      ``device_ids=None`` (DDP refuses device ids for a CPU module) and
+      mmengine's defaults ``broadcast_buffers=False``,
+      ``find_unused_parameters=False`` unless the config sets them.
+
+    ``--launcher slurm`` needs CUDA (mmengine sets the device); ``mpi`` works.
+    """
     if cfg.launcher == 'none' or torch.cuda.is_available():
         return
     dist_cfg = cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})
@@ -64,6 +80,39 @@ def use_gloo_without_gpus(cfg):
         print_log('No CUDA device: using the gloo backend for the '
                   'distributed run', logger='current', level=logging.WARNING)
         dist_cfg['backend'] = 'gloo'
+    if cfg.launcher == 'slurm':
+        raise SystemExit('--launcher slurm needs CUDA devices; for CPU '
+                         'processes use tools/dist_train.sh / torchrun '
+                         '(--launcher pytorch)')
+    wrapper = cfg.get('model_wrapper_cfg') or {}
+    wrapper = dict(wrapper)
+    wrapper.setdefault('type', 'MMDistributedDataParallel')
+    if wrapper['type'] in ('MMDistributedDataParallel',
+                           'DistributedDataParallel'):
+        wrapper['device_ids'] = None
+        wrapper.setdefault('broadcast_buffers', False)
+        wrapper.setdefault('find_unused_parameters',
+                           cfg.get('find_unused_parameters', False))
+    cfg.model_wrapper_cfg = wrapper
+    if cfg.launcher == 'pytorch':
+        import datetime
+
+        import torch.distributed as torch_dist
+        if not torch_dist.is_initialized():
+            kwargs = {k: v for k, v in dist_cfg.items() if k != 'backend'}
+            if kwargs.get('timeout') is not None:
+                kwargs['timeout'] = datetime.timedelta(
+                    seconds=kwargs['timeout'])
+            torch_dist.init_process_group(backend='gloo', **kwargs)
+
+
+def add_checkpoint_check(cfg):
+    """Checkpoints that do not fit the model are an error (mmengine loads
+    with ``strict=False`` and only warns): see CheckpointShapeCheckHook."""
+    hooks = list(cfg.get('custom_hooks') or [])
+    if not any(h.get('type') == 'CheckpointShapeCheckHook' for h in hooks):
+        hooks.append(dict(type='CheckpointShapeCheckHook'))
+    cfg.custom_hooks = hooks
 
 
 def main(argv=None):
@@ -99,6 +148,7 @@ def main(argv=None):
         cfg.load_from = args.resume
 
     use_gloo_without_gpus(cfg)
+    add_checkpoint_check(cfg)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg \
         else RUNNERS.build(cfg)
     runner.train()

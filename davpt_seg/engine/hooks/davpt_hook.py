@@ -21,14 +21,44 @@ Per training iteration (on every rank, on its own batch):
 At ``before_train``, unless the model already holds a mapping (resume, or
 ``load_from`` a DA-VPT checkpoint), the initial mapping is built from one
 pass of the prompt-free frozen backbone over training batches.
+
+Distributed training: the metric losses are computed on each rank's own
+batch (no gather, as in the reference); DDP averages their gradients like
+those of the segmentation losses. The class statistics are all-reduced and
+the mapping is clustered on rank 0 and broadcast (``ClassPromptMapping``), so
+every rank holds identical mapping buffers. Every trainable tensor gets a
+gradient (a zero one if no image of the batch has a valid class) in every
+step, so mmengine's default ``find_unused_parameters=False`` is right; a
+prompt tensor that cannot reach the outputs is a config error (see
+``_check_gradient_paths``).
+
+Resume: the mapping, centroids, pending statistics and update counter are
+persistent buffers of the backbone, saved in every checkpoint; updates run
+before ``CheckpointHook`` (priority), so a checkpoint taken at a due update
+holds the updated mapping. A resumed run skips the initial pass, draws its
+targets from generators seeded by (seed, iteration, rank), and -- since the
+initial pass restores the global RNG states -- continues exactly like the
+uninterrupted run (deterministic settings, ``num_workers=0``).
+
+Bad input: label values outside ``0..num_classes-1`` other than the ignore
+index raise ``ValueError`` naming the annotation file, before the forward
+pass (``before_train_iter``) and in the initial pass. Non-finite metric
+losses are not skipped: training stops with ``FloatingPointError`` naming
+the loss and the iteration (fail fast; a NaN would otherwise reach the
+prompts through DDP's gradient average on every rank).
 """
+import contextlib
 import copy
+import logging
 import math
+import random
 from typing import Optional, Sequence
 
+import numpy as np
 import torch
 from mmengine.dist import get_rank, get_world_size
 from mmengine.hooks import Hook
+from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 from mmseg.registry import HOOKS, MODELS
 
@@ -39,6 +69,23 @@ from davpt_seg.models.utils.class_targets import (draw_target_classes,
 from .param_report_hook import format_parameter_report, parameter_report
 
 TOKEN_FEATURES = ('output', 'patch_mean', 'query_mean')
+
+
+@contextlib.contextmanager
+def _preserved_global_rng():
+    """Restore the global Python, numpy, torch and CUDA RNG states on exit."""
+    states = (random.getstate(), np.random.get_state(),
+              torch.get_rng_state())
+    cuda = torch.cuda.get_rng_state_all() \
+        if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
 
 
 @HOOKS.register_module()
@@ -158,6 +205,7 @@ class DAVPTHook(Hook):
                              f'0..{backbone.num_classes - 1}')
         if self.ignore_index is None:
             self.ignore_index = getattr(head, 'ignore_index', 255)
+        self._check_gradient_paths(backbone)
         self.backbone = backbone
         self.mapping = backbone.class_mapping
         self.loss_fn = MODELS.build(self.metric_loss_cfg)
@@ -165,6 +213,51 @@ class DAVPTHook(Hook):
         if self._handle is None:
             self._handle = segmentor.register_forward_hook(
                 self._add_metric_losses, with_kwargs=True)
+
+    @staticmethod
+    def _check_gradient_paths(backbone) -> None:
+        """Unguided prompts of layers after the last ``out_indices`` layer
+        reach neither the outputs nor the metric losses. If that is all of
+        them, the ``prompt_tokens`` tensor never gets a gradient: DDP with
+        ``find_unused_parameters=False`` fails at the 2nd iteration and a
+        single process silently never trains it, so it is an error here."""
+        if backbone.prompt_tokens is None:
+            return
+        last_out = max(backbone.out_indices)
+        unguided = [i for i in range(len(backbone.layers))
+                    if i not in backbone.guided_layers]
+        dead = [i for i in unguided if i > last_out]
+        if dead and len(dead) == len(unguided):
+            raise ValueError(
+                f'The prompts of layers {dead} (num_prompts='
+                f'{backbone.num_prompts}) come after the last output layer '
+                f'(out_indices={list(backbone.out_indices)}) and are not '
+                'guided: they can never get a gradient (and DDP would fail '
+                'with find_unused_parameters=False). Add a later layer to '
+                'out_indices or set num_prompts=0.')
+        if dead:
+            print_log(
+                f'DA-VPT: the prompts of layers {dead} come after the last '
+                f'output layer (out_indices={list(backbone.out_indices)}) '
+                'and will not train', logger='current', level=logging.WARNING)
+
+    def _check_labels(self, data_samples) -> None:
+        """Raise, naming the file, on label values that are neither a class
+        id nor the ignore index -- before the forward pass, where the
+        cross-entropy loss would fail without naming it (or, on GPU, with a
+        device-side assert)."""
+        n = self.backbone.num_classes
+        for i, s in enumerate(data_samples):
+            labels = s.gt_sem_seg.data
+            valid = labels != self.ignore_index
+            if not valid.any():
+                continue
+            values = labels[valid]
+            if values.min() < 0 or values.max() >= n:
+                name = s.metainfo.get('seg_map_path',
+                                      s.metainfo.get('img_path', f'image {i}'))
+                present_class_mask(labels.reshape(1, -1), n,
+                                   self.ignore_index, (), [name])
 
     def _generator(self, purpose: int) -> torch.Generator:
         g = torch.Generator()
@@ -210,7 +303,17 @@ class DAVPTHook(Hook):
     @torch.no_grad()
     def initial_mapping(self, runner, segmentor) -> None:
         """One pass of the prompt-free frozen backbone over training batches:
-        per-class means of the final [CLS], then k-means."""
+        per-class means of the final [CLS], then k-means.
+
+        The pass leaves the global ``random`` / numpy / torch (and CUDA) RNG
+        states as it found them (its augmentations draw from them), so the
+        training run that follows sees the same random stream as a run
+        resumed from one of its checkpoints, which skips this pass.
+        """
+        with _preserved_global_rng():
+            self._initial_mapping(runner, segmentor)
+
+    def _initial_mapping(self, runner, segmentor) -> None:
         cfg = copy.deepcopy(runner.cfg.train_dataloader)
         cfg.update(self.init_dataloader)
         cfg['sampler'] = dict(type='DefaultSampler', shuffle=True)
@@ -244,6 +347,8 @@ class DAVPTHook(Hook):
     def before_train_iter(self, runner, batch_idx: int,
                           data_batch=None) -> None:
         self._iter = runner.iter
+        if isinstance(data_batch, dict) and 'data_samples' in data_batch:
+            self._check_labels(data_batch['data_samples'])
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None,
                          outputs=None) -> None:

@@ -1,0 +1,206 @@
+"""Kill a toy run (SIGKILL) after a checkpoint, ``--resume`` it, and compare
+with an uninterrupted run of the same config and seed.
+
+The test-only ``StateProbeHook`` (tests/davpt_probes.py) records digests of
+the prompts, heads, optimizer, learning rates, schedulers, mapping buffers
+and pending class statistics when training starts (after the resume and
+DAVPTHook's ``before_train``) and after chosen iterations. The checkpoint
+iteration N is also a due mapping update. With ``num_workers=0``, one thread
+and a fixed seed the resumed run continues *bit for bit* like the
+uninterrupted one: the class draws are seeded by (seed, iteration, rank),
+mmengine skips the consumed batches, and DAVPTHook's initial pass (which the
+resumed run skips) leaves the global RNG states untouched.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from davpt_seg.datasets import generate_toy_dataset
+from davpt_seg.utils import load_training_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+N = 6  # checkpoint interval; also a mapping update (interval 3)
+ITERS = 2 * N
+STALL = N + 2  # the killed run is stopped two iterations past the checkpoint
+
+sys.path.insert(0, str(TESTS))
+from davpt_probes import MAPPING_BUFFERS, digest  # noqa: E402
+
+
+def _env():
+    return dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1',
+                PYTHONWARNINGS='ignore',
+                PYTHONPATH=os.pathsep.join(
+                    [str(TESTS), os.environ.get('PYTHONPATH', '')]))
+
+
+def train(cfg, work, *extra, timeout=300):
+    proc = subprocess.run(
+        [sys.executable, 'tools/train.py', str(cfg), '--work-dir', str(work),
+         *extra], cwd=ROOT, env=_env(), capture_output=True, text=True,
+        timeout=timeout)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-8000:]
+    return out
+
+
+def train_and_kill(cfg, work, timeout=300):
+    """Start a run that stalls after iteration STALL; SIGKILL it there."""
+    log = open(work.parent / 'killed.log', 'w')
+    proc = subprocess.Popen(
+        [sys.executable, 'tools/train.py', str(cfg), '--work-dir', str(work)],
+        cwd=ROOT, env=_env(), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + timeout
+        while not (work / 'stalled').exists():
+            assert proc.poll() is None, (work.parent / 'killed.log'
+                                         ).read_text()[-6000:]
+            assert time.time() < deadline, 'the run never reached STALL'
+            time.sleep(0.2)
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(timeout=60) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp('resume')
+    data = tmp / 'toy_ade'
+    generate_toy_dataset(data, num_train=32, num_val=4)
+    hooks = f"""[
+    dict(type='DAVPTHook', mapping_interval=3),
+    dict(type='MappingProbeHook'),
+    dict(type='StateProbeHook', at_iters=[{N}, {ITERS}]),
+]"""
+    base = tmp / 'toy_resume.py'
+    base.write_text(f"""_base_ = [{str(ROOT / 'configs/davpt_setr_toy.py')!r}]
+custom_imports = dict(imports=['davpt_seg', 'davpt_probes'],
+                      allow_failed_imports=False)
+data_root = {str(data)!r}
+train_dataloader = dict(dataset=dict(data_root=data_root))
+val_dataloader = dict(dataset=dict(data_root=data_root))
+test_dataloader = val_dataloader
+train_cfg = dict(max_iters={ITERS}, val_interval={N})
+param_scheduler = [dict(type='PolyLR', eta_min=1e-4, power=0.9, begin=0,
+                        end={ITERS}, by_epoch=False)]
+default_hooks = dict(checkpoint=dict(interval={N}), logger=dict(interval=2))
+custom_hooks = {hooks}
+""")
+    stall = tmp / 'toy_resume_stall.py'
+    stall.write_text(f"""_base_ = ['./toy_resume.py']
+custom_hooks = {hooks[:-1]}    dict(type='StallHook', at={STALL}),
+]
+""")
+    full, cut = tmp / 'uninterrupted', tmp / 'interrupted'
+    full_log = train(base, full)
+    train_and_kill(stall, cut)
+    killed = dict(
+        last=(cut / 'last_checkpoint').read_text().strip(),
+        files=sorted(p.name for p in cut.glob('*.pth')),
+        stalled_at=int((cut / 'stalled').read_text()),
+        probe=json.loads((cut / 'state_probe_rank0.json').read_text()))
+    resumed_log = train(base, cut, '--resume')
+
+    def probe(work, name):
+        return json.loads((work / f'{name}_rank0.json').read_text())
+
+    return dict(full=full, cut=cut, full_log=full_log,
+                resumed_log=resumed_log, killed=killed,
+                full_state=probe(full, 'state_probe'),
+                resumed_state=probe(cut, 'state_probe'),
+                full_mapping=probe(full, 'mapping_probe'),
+                resumed_mapping=probe(cut, 'mapping_probe'))
+
+
+STATE_KEYS = ('prompts', 'heads', 'optimizer', 'lr', 'scheduler', 'mapping',
+              'stats', 'mapping_list', 'num_updates')
+
+
+def test_killed_after_the_checkpoint(runs):
+    k = runs['killed']
+    assert k['last'].endswith(f'iter_{N}.pth')
+    assert k['files'] == [f'iter_{N}.pth']
+    # the killed process had moved on past the checkpoint
+    assert k['stalled_at'] == STALL
+    assert k['probe'][str(N)]['prompts'] == \
+        runs['full_state'][str(N)]['prompts']
+
+
+def test_resume_starts_from_the_checkpoint_state(runs):
+    start = runs['resumed_state']['start']
+    at_n = runs['full_state'][str(N)]
+    assert start['iter'] == N
+    for key in STATE_KEYS:
+        assert start[key] == at_n[key], key
+    # the uninterrupted run was not trivially static
+    assert runs['full_state']['start']['prompts'] != at_n['prompts']
+    assert runs['full_state']['start']['optimizer'] != at_n['optimizer']
+
+
+def test_resume_skips_the_initial_mapping_pass(runs):
+    log, m = runs['resumed_log'], runs['resumed_mapping']
+    assert 'class->prompt mapping restored from the checkpoint (update 3)' \
+        in log
+    assert 'DA-VPT initial mapping' not in log
+    assert f'Advance dataloader {N} steps' in log
+    assert m['initialized_at_start'] and m['start_iter'] == N
+    # updates of the resumed run: only the due ones after N
+    assert [u['iter'] for u in m['updates']] == [8, 11]
+    full = runs['full_mapping']
+    assert not full['initialized_at_start']
+    assert [u['iter'] for u in full['updates']] == [0, 2, 5, 8, 11]
+    # ... and they equal the uninterrupted run's, statistics included
+    for a, b in zip(full['updates'][-2:], m['updates']):
+        for key in ('stats', 'feat_count', 'buffers', 'mapping'):
+            assert a[key] == b[key], key
+
+
+def test_resumed_run_continues_exactly_like_the_uninterrupted_one(runs):
+    end_full, end_res = runs['full_state']['end'], runs['resumed_state']['end']
+    assert end_full['iter'] == end_res['iter'] == ITERS
+    for key in STATE_KEYS:
+        assert end_full[key] == end_res[key], key
+    a = load_training_checkpoint(str(runs['full'] / f'iter_{ITERS}.pth'))
+    b = load_training_checkpoint(str(runs['cut'] / f'iter_{ITERS}.pth'))
+    assert a['state_dict'].keys() == b['state_dict'].keys()
+    for k, v in a['state_dict'].items():
+        assert torch.equal(v, b['state_dict'][k]), k
+    assert a['meta']['iter'] == b['meta']['iter'] == ITERS
+    assert a['param_schedulers'] == b['param_schedulers']
+    sa, sb = a['optimizer']['state'], b['optimizer']['state']
+    assert sa.keys() == sb.keys()
+    for i in sa:
+        assert torch.equal(sa[i]['momentum_buffer'], sb[i]['momentum_buffer'])
+
+
+def test_checkpoint_at_a_due_update_is_consistent(runs):
+    """The mapping update due at N ran before the checkpoint was written:
+    the file holds the updated buffers and empty statistics, identical in
+    both runs."""
+    ckpts = [load_training_checkpoint(str(w / f'iter_{N}.pth'))['state_dict']
+             for w in (runs['full'], runs['cut'])]
+    update = [u for u in runs['full_mapping']['updates']
+              if u['iter'] == N - 1]
+    assert len(update) == 1 and update[0]['changed']
+    pre = 'backbone.class_mapping.'
+    for state in ckpts:
+        assert digest(*(state[pre + b] for b in MAPPING_BUFFERS)) == \
+            update[0]['buffers']
+        assert int(state[pre + 'num_updates']) == 3
+        assert bool(state[pre + 'initialized'])
+        assert bool(state[pre + 'has_centroids'])
+        assert torch.count_nonzero(state[pre + 'feat_count']) == 0
+    for k in ckpts[0]:
+        assert torch.equal(ckpts[0][k], ckpts[1][k]), k
