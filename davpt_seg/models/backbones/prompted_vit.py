@@ -9,6 +9,12 @@ Every layer gets fresh learnable prompts; their outputs are dropped after the
 layer. ``guided_layers`` hold ``num_proxy_prompts`` class-assigned prompts
 (the proxies of the DA-VPT metric losses), every other layer holds
 ``num_prompts`` unassigned prompts. See ``davpt-algorithm.md`` §2, §5.2-5.4.
+
+Since prompt outputs are dropped, the forward gives prompts no query, output
+projection or FFN (only keys and values; their attention output is computed
+in guided layers when the DA-VPT losses need it), and appends them after the
+image tokens internally: attention does not depend on the order of its keys,
+so this equals the layout above up to float rounding.
 """
 import math
 from typing import Dict, List, NamedTuple, Optional, Sequence
@@ -401,37 +407,51 @@ class PromptedVisionTransformer(VisionTransformer):
             p = self.prompt_norm(p)
         return p
 
-    def _layer_forward(self, i: int, x: torch.Tensor, num_lead: int,
-                       num_p: int, collect: bool):
+    def _layer_forward(self, i: int, x: torch.Tensor,
+                       prompts: Optional[torch.Tensor], num_lead: int,
+                       collect: bool):
         """One pre-norm block through SDPA on mmcv's packed weights.
 
+        The layer's prompts act on the other tokens only as keys and values:
+        their outputs are dropped after the layer, so they get no query
+        (unless ``collect`` needs their attention output), no output
+        projection and no FFN. Attention does not depend on the order of
+        the keys, so the prompts are appended after the tokens here; the
+        result equals the ``[CLS | prompts | image]`` layout of the module
+        doc up to float rounding.
+
         Args:
-            x (Tensor): [B, T, C] block input, T = num_lead + num_p + N.
+            x (Tensor): [B, S, C] block input without prompts,
+                S = num_lead + N.
+            prompts (Tensor, optional): [B, P, C] this layer's prompts.
         Returns:
-            Tensor [B, T, C], and with ``collect`` a tuple
-            (cls_query [B, C], prompt_output [B, num_p, C],
+            Tensor [B, S, C], and with ``collect`` a tuple
+            (cls_query [B, C], prompt_output [B, P, C],
             patch_mean [B, C], query_mean [B, C]).
         """
         layer = self.layers[i]
         mha = layer.attn.attn  # nn.MultiheadAttention (batch-first inputs)
-        B, T, C = x.shape
+        B, S, C = x.shape
         H = self.num_heads
         bias = mha.in_proj_bias
         if self.kv_bias_delta is not None:
             kv = F.pad(self.kv_bias_delta[i].flatten(), (C, 0))  # [3C]
             bias = kv if bias is None else bias + kv
-        qkv = F.linear(layer.norm1(x), mha.in_proj_weight, bias)
+        seq = x if prompts is None else torch.cat((x, prompts), dim=1)
+        T = seq.shape[1]
+        qkv = F.linear(layer.norm1(seq), mha.in_proj_weight, bias)
         q, k, v = qkv.view(B, T, 3, H, C // H).permute(2, 0, 3, 1, 4)
         o = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=mha.dropout if self.training else 0.)
-        o = o.transpose(1, 2).reshape(B, T, C)  # heads concatenated
+            q if collect else q[:, :, :S], k, v,
+            dropout_p=mha.dropout if self.training else 0.)
+        o = o.transpose(1, 2).reshape(B, -1, C)  # heads concatenated
         feats = None
         if collect:
-            img = num_lead + num_p
             feats = (q[:, :, 0].reshape(B, C),
-                     o[:, num_lead:img],
-                     x[:, img:].mean(1),
-                     q[:, :, img:].mean(2).reshape(B, C))
+                     o[:, S:],
+                     x[:, num_lead:].mean(1),
+                     q[:, :, num_lead:S].mean(2).reshape(B, C))
+            o = o[:, :S]
         out = F.linear(o, mha.out_proj.weight, mha.out_proj.bias)
         x = x + layer.attn.dropout_layer(layer.attn.proj_drop(out))
         x = layer.ffn(layer.norm2(x), identity=x)
@@ -472,33 +492,29 @@ class PromptedVisionTransformer(VisionTransformer):
         outs = []
         if self.out_origin:
             outs.append(self._to_map(x, hw_shape, lead))
-        num_prev = 0  # prompt outputs of the previous layer still in x
         last = len(self.layers) - 1
         for i in range(len(self.layers)):
+            # x holds [lead | image] tokens only: each layer's prompt
+            # outputs are dropped inside _layer_forward.
             prompts = self._layer_prompts(i)
-            num_p = 0 if prompts is None else prompts.shape[0]
-            if num_p or num_prev:
-                parts = [x[:, :lead], x[:, lead + num_prev:]]
-                if num_p:
-                    parts.insert(1, self.prompt_dropout(
-                        prompts.expand(B, -1, -1)))
-                x = torch.cat(parts, dim=1)
+            tokens = None if prompts is None else self.prompt_dropout(
+                prompts.expand(B, -1, -1))
             want = collect and self._prompt_slot[i][0] == 'proxy'
-            if self.with_cp and x.requires_grad:
-                res = cp.checkpoint(self._layer_forward, i, x, lead, num_p,
+            if self.with_cp and (x.requires_grad or (
+                    tokens is not None and tokens.requires_grad)):
+                res = cp.checkpoint(self._layer_forward, i, x, tokens, lead,
                                     want, use_reentrant=False)
             else:
-                res = self._layer_forward(i, x, lead, num_p, want)
+                res = self._layer_forward(i, x, tokens, lead, want)
             if want:
                 x, feats = res
                 guided[i] = GuidedFeatures(prompts, *feats)
             else:
                 x = res
-            num_prev = num_p
             if i == last and self.final_norm:
                 x = self.norm1(x)
             if i in self.out_indices:
-                outs.append(self._to_map(x, hw_shape, lead + num_p))
+                outs.append(self._to_map(x, hw_shape, lead))
         if collect:
             self._guided_features = dict(layers=guided, final_cls=x[:, 0])
         return tuple(outs)
@@ -529,7 +545,7 @@ class PromptedVisionTransformer(VisionTransformer):
         if self.pre_norm:
             x = self.pre_ln(x)
         for i in range(len(self.layers)):
-            x = self._layer_forward(i, x, 1, 0, False)
+            x = self._layer_forward(i, x, None, 1, False)
         if self.final_norm:
             x = self.norm1(x)
         return x[:, 0]
