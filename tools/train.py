@@ -2,7 +2,7 @@
 """Train a segmentor (mmseg's tools/train.py, plus davpt_seg).
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]
-        [--cfg-options k=v ...] [--launcher none|pytorch|slurm|mpi]
+        [--with-cp] [--cfg-options k=v ...] [--launcher none|pytorch|slurm|mpi]
 """
 import argparse
 import logging
@@ -37,6 +37,12 @@ def parse_args(argv=None):
         action='store_true',
         default=False,
         help='enable automatic-mixed-precision training (GPU)')
+    parser.add_argument(
+        '--with-cp',
+        action='store_true',
+        default=False,
+        help='gradient checkpointing to save memory: the backbone\'s '
+        'per-layer with_cp and the heads\' (CheckpointEncoderDecoder)')
     parser.add_argument(
         '--cfg-options',
         nargs='+',
@@ -115,6 +121,21 @@ def add_checkpoint_check(cfg):
     cfg.custom_hooks = hooks
 
 
+def enable_gradient_checkpointing(cfg):
+    """``--with-cp``: recompute the backbone's layers (its ``with_cp``) and
+    the heads' losses (``CheckpointEncoderDecoder``) in the backward pass.
+    Checkpoint keys do not change, so runs with and without it share
+    checkpoints."""
+    model = cfg.model
+    if model.get('type') not in ('EncoderDecoder', 'CheckpointEncoderDecoder'):
+        raise SystemExit(
+            '--with-cp supports EncoderDecoder segmentors (it switches them '
+            f"to CheckpointEncoderDecoder), not {model.get('type')!r}")
+    model.type = 'CheckpointEncoderDecoder'
+    model.checkpoint_heads = True
+    model.backbone.with_cp = True
+
+
 def main(argv=None):
     args = parse_args(argv)
     cfg = Config.fromfile(args.config)
@@ -140,6 +161,9 @@ def main(argv=None):
                 f'`OptimWrapper` but got {optim_wrapper}.')
             cfg.optim_wrapper.type = 'AmpOptimWrapper'
             cfg.optim_wrapper.loss_scale = 'dynamic'
+
+    if args.with_cp:
+        enable_gradient_checkpointing(cfg)
 
     if args.resume == 'auto':
         cfg.resume = True

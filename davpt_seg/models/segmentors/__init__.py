@@ -1,0 +1,3 @@
+from .checkpoint_encoder_decoder import CheckpointEncoderDecoder
+
+__all__ = ['CheckpointEncoderDecoder']
