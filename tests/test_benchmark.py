@@ -11,7 +11,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 TRAIN_ROWS = ('full_ft', 'frozen_ft', 'vpt', 'davpt', 'davpt_plus',
-              'davpt_cp', 'full_ft_amp', 'vpt_amp', 'davpt_amp',
+              'davpt_cp', 'davpt_cp_heads', 'full_ft_amp', 'vpt_amp', 'davpt_amp',
               'davpt_cp_amp', 'bb_full_ft', 'bb_vpt', 'bb_vpt_cp')
 INFER_ROWS = ('infer_stock', 'infer_prompted', 'infer_bb_stock',
               'infer_bb_prompted')
@@ -24,8 +24,8 @@ TRAIN_RATIOS = ('time_vs_vpt', 'time_vs_full_ft', 'mem_vs_vpt',
 INFER_RATIOS = ('time_vs_stock', 'mem_vs_stock')
 TARGETS = ('davpt_vs_vpt_time', 'davpt_plus_vs_vpt_time',
            'prompted_bb_vs_full_ft_time', 'davpt_vs_full_ft_time',
-           'davpt_vs_full_ft_mem', 'cp_mem_cut', 'cp_mem_cut_bb', 'cp_time',
-           'cp_time_bb', 'infer_vs_stock', 'infer_bb_vs_stock',
+           'davpt_vs_full_ft_mem', 'cp_heads_mem_cut', 'cp_mem_cut',
+           'cp_mem_cut_bb', 'cp_heads_time', 'cp_time', 'cp_time_bb', 'infer_vs_stock', 'infer_bb_vs_stock',
            'mapping_update')
 META_KEYS = ('preset', 'device', 'device_name', 'torch', 'mmseg', 'mmengine',
              'threads', 'batch', 'crop', 'warmup', 'reps', 'amp', 'amp_mode',
@@ -82,7 +82,8 @@ def test_every_row_and_figure(result):
     # trainable parameters: frozen backbones train only prompts and heads
     p = {k: r['trainable_params'] for k, r in rows.items()}
     assert p['full_ft'] == p['full_ft_amp'] > p['vpt'] > p['frozen_ft'] > 0
-    assert p['davpt'] == p['vpt'] == p['davpt_cp'] == p['davpt_amp']
+    assert p['davpt'] == p['vpt'] == p['davpt_cp'] == p['davpt_amp'] == \
+        p['davpt_cp_heads'] == p['davpt_cp_amp']
     assert p['davpt_plus'] > p['davpt']
     assert p['bb_full_ft'] > p['bb_vpt'] == p['bb_vpt_cp'] > 0
     assert all(p[k] == 0 for k in INFER_ROWS)

@@ -21,10 +21,19 @@ forward + losses + backward + SGD step through mmengine's ``OptimWrapper``):
 6. inference (eval, no grad): ``infer_stock`` / ``infer_prompted``
    (``encode_decode``: backbone + decode head) and the backbones alone.
 
-plus ``davpt_cp`` (``with_cp``), with ``--amp`` ``*_amp`` rows, and
-``bb_full_ft`` / ``bb_vpt``: a backbone-only training step (forward, backward
-of the mean of the outputs, SGD step) that isolates the backbone's cost from
-the SETR-PUP heads.
+plus ``davpt_cp`` (backbone ``with_cp``) and ``davpt_cp_heads``
+(``tools/train.py --with-cp``: backbone ``with_cp`` and the heads' losses
+recomputed by ``CheckpointEncoderDecoder``), with ``--amp`` the ``*_amp``
+rows, and
+``bb_full_ft`` / ``bb_vpt`` / ``bb_vpt_cp``: a backbone-only training step
+(forward, backward of the mean of the outputs, SGD step) that isolates the
+backbone's cost from the SETR-PUP heads, which all rows share.
+
+Also timed: one class->prompt mapping update (k-means, 150 classes x 1024
+dims), the initial mapping pass per batch, and the host time of DAVPTHook's
+forward hook. Each row records the wall time and this process's CPU time per
+step (the latter is robust to other processes on a shared CPU), and the
+targets of the benchmark issue are evaluated into the report.
 
 Memory: each row is re-run in a fresh subprocess that holds only that model.
 On CUDA the figure is ``torch.cuda.max_memory_allocated`` over a step; on CPU
@@ -36,9 +45,7 @@ Writes ``benchmark.json`` and ``benchmark.md`` to ``--out-dir``.
 """
 import argparse
 import contextlib
-import copy
 import json
-import math
 import os
 import platform
 import statistics
@@ -48,13 +55,16 @@ import time
 from types import SimpleNamespace
 
 # --------------------------------------------------------------------------
-# Presets. Every preset starts from mmseg's SETR-PUP ADE20K config; ``vitl-512``
-# is that config unchanged (ViT-L/16, 512x512, batch 2, 150 classes, heads of
-# 256 channels). The smaller ones shrink the backbone, the crop and the heads'
-# channels: SETR-PUP's heads run at up to full resolution, so at a small
-# backbone they would dominate the step far more than at ViT-L. ``cpu-small``
-# (ViT-S/16: 12 x 384, 6 heads, 256 px, heads of 48 channels) keeps ViT-L@512's
-# split of forward FLOPs: heads ~31% (ViT-L@512: 26%); 36 GFLOP per forward.
+# Presets. Every preset starts from mmseg's SETR-PUP ADE20K config;
+# ``vitl-512`` is that config unchanged (ViT-L/16, 512x512, batch 2, 150
+# classes, heads of 256 channels). The smaller ones shrink the backbone, the
+# crop and the heads' channels: SETR-PUP's heads run at up to full
+# resolution, so at a small backbone they would dominate the step far more
+# than at ViT-L. ``cpu-small`` (ViT-S/16: 12 x 384, 6 heads, 256 px, heads of
+# 48 channels) keeps ViT-L@512's split of forward FLOPs: heads ~31% (ViT-L@512:
+# 26%); 36 GFLOP per forward. (On a CPU the heads' memory-bound work -
+# upsampling, 150-class softmax and top-k at full resolution - still takes
+# most of a training step.) ``tiny`` is for the tests.
 # --------------------------------------------------------------------------
 PRESETS = {
     'tiny': dict(
@@ -68,7 +78,7 @@ PRESETS = {
         out_indices=(2, 5, 8, 11), main_in_index=3, aux_in_index=(0, 1, 2),
         crop=256, batch=2, head_channels=48, num_classes=150,
         num_prompts=20, num_proxy_prompts=10, guided_layers=(5, ),
-        warmup=1, reps=5, mem_warmup=1, mem_steps=2, mapping_reps=20),
+        warmup=1, reps=7, mem_warmup=1, mem_steps=1, mapping_reps=20),
     'vitl-512': dict(
         embed_dims=1024, num_layers=24, num_heads=16, mlp_ratio=4,
         out_indices=(9, 14, 19, 23), main_in_index=3, aux_in_index=(0, 1, 2),
@@ -90,15 +100,21 @@ VARIANTS = {
               dict(davpt=True)),
     'davpt_plus': ('5', 'train', 'prompted', 'DA-VPT+ (+ K/V biases)',
                    dict(davpt=True, kv=True)),
-    'davpt_cp': ('4cp', 'train', 'prompted', 'DA-VPT, with_cp=True',
+    'davpt_cp': ('4cp', 'train', 'prompted',
+                 'DA-VPT, backbone with_cp=True',
                  dict(davpt=True, cp=True)),
+    'davpt_cp_heads': ('4cph', 'train', 'prompted',
+                       'DA-VPT, --with-cp: backbone with_cp + '
+                       'CheckpointEncoderDecoder heads',
+                       dict(davpt=True, cp=True, cp_heads=True)),
     'full_ft_amp': ('1a', 'train', 'stock', 'full fine-tuning, AMP',
                     dict(amp=True)),
     'vpt_amp': ('3a', 'train', 'prompted', 'VPT-Deep, AMP', dict(amp=True)),
     'davpt_amp': ('4a', 'train', 'prompted', 'DA-VPT, AMP',
                   dict(davpt=True, amp=True)),
-    'davpt_cp_amp': ('4cpa', 'train', 'prompted', 'DA-VPT, with_cp + AMP',
-                     dict(davpt=True, cp=True, amp=True)),
+    'davpt_cp_amp': ('4cpa', 'train', 'prompted',
+                     'DA-VPT, --with-cp (backbone + heads) + AMP',
+                     dict(davpt=True, cp=True, cp_heads=True, amp=True)),
     'bb_full_ft': ('1b', 'train', 'stock',
                    'backbone only: stock ViT, all weights train',
                    dict(backbone_only=True)),
@@ -189,6 +205,8 @@ def build_variant(vid: str, preset: dict, device, args):
             preset, davpt=opt.get('davpt', False), kv=opt.get('kv', False),
             cp=opt.get('cp', False)))
     torch.manual_seed(0)
+    if opt.get('cp_heads'):
+        cfg.update(type='CheckpointEncoderDecoder', checkpoint_heads=True)
     if opt.get('backbone_only'):
         model = MODELS.build(cfg['backbone'])
     else:
@@ -314,23 +332,18 @@ def make_step(v, models, data, preset, device, args):
     """Return a zero-argument callable running one step of row ``v``."""
     import torch
     if v.kind == 'infer':
-        src = models[INFER_SOURCE[v.id]] if INFER_SOURCE[v.id] in models \
-            else v
-        seg = src.model
-        proc = seg.data_preprocessor(data, False) if not v.opt.get(
-            'backbone_only') or hasattr(seg, 'data_preprocessor') else None
+        seg = models.get(INFER_SOURCE[v.id], v).model
         if v.opt.get('backbone_only'):
-            net = seg.backbone if hasattr(seg, 'backbone') else seg
-            x = proc['inputs'] if proc is not None else normalized_inputs(
-                data, device)
+            net = getattr(seg, 'backbone', seg)
+            x = normalized_inputs(data, device)
 
             def fn():
-                was = net.training
                 net.eval()
                 with torch.no_grad():
                     net(x)
-                net.train(was)
+                net.train()
         else:
+            proc = seg.data_preprocessor(data, False)
             metas = [s.metainfo for s in proc['data_samples']]
 
             def fn():
@@ -471,6 +484,9 @@ def measure_memory(ids, args):
     cmd = [sys.executable, os.path.abspath(__file__), '--preset',
            args.preset, '--device', args.device, '--threads',
            str(args.threads), '--amp-dtype', args.amp_dtype]
+    for flag in ('mem_warmup', 'mem_steps'):
+        if getattr(args, flag) is not None:
+            cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
     env = dict(os.environ)
     env.update(OMP_NUM_THREADS=str(args.threads),
                MKL_NUM_THREADS=str(args.threads),
@@ -559,6 +575,20 @@ def time_initial_pass(v, data, device, reps):
     return summarize(samples)
 
 
+def check_schema(result):
+    """Every row carries every figure (``tests/test_benchmark.py`` checks
+    the same from the outside)."""
+    for r in result['rows']:
+        missing = [k for k in ROW_KEYS if k not in r]
+        missing += [f'time_ms.{k}' for k in TIME_KEYS
+                    if k not in r['time_ms']]
+        if r['memory_mb'] is not None:
+            missing += [f'memory_mb.{k}' for k in MEMORY_KEYS
+                        if k not in r['memory_mb']]
+        if missing:
+            raise RuntimeError(f"row {r['id']} lacks {missing}")
+
+
 def evaluate_targets(rows, extras):
     """The issue's targets. Time ratios compare wall-time medians; each also
     carries the ratio of process-CPU-time medians (``value_cpu_time``),
@@ -599,12 +629,17 @@ def evaluate_targets(rows, extras):
              'full_ft', 0.8)
     add('davpt_vs_full_ft_mem', 'DA-VPT peak memory / full fine-tuning',
         ratio('davpt', 'full_ft', m), 1.0)
-    add_cut('cp_mem_cut', 'with_cp: cut of DA-VPT peak training memory '
-            '(whole segmentor)', 'davpt_cp', 'davpt')
+    add_cut('cp_heads_mem_cut', '--with-cp (backbone + heads): cut of '
+            'DA-VPT peak training memory (whole segmentor)',
+            'davpt_cp_heads', 'davpt')
+    add_cut('cp_mem_cut', 'backbone with_cp only: cut of DA-VPT peak '
+            'training memory (whole segmentor)', 'davpt_cp', 'davpt')
     add_cut('cp_mem_cut_bb', 'with_cp: cut of the prompted backbone\'s peak '
             'training memory (backbone alone)', 'bb_vpt_cp', 'bb_vpt')
-    add_time('cp_time', 'with_cp: DA-VPT step time ratio (whole segmentor)',
-             'davpt_cp', 'davpt', 1.4)
+    add_time('cp_heads_time', '--with-cp (backbone + heads): DA-VPT step '
+             'time ratio (whole segmentor)', 'davpt_cp_heads', 'davpt', 1.4)
+    add_time('cp_time', 'backbone with_cp only: DA-VPT step time ratio '
+             '(whole segmentor)', 'davpt_cp', 'davpt', 1.4)
     add_time('cp_time_bb', 'with_cp: prompted backbone step time ratio '
              '(backbone alone)', 'bb_vpt_cp', 'bb_vpt', 1.4)
     add_time('infer_vs_stock', 'prompted inference / stock ViT inference '
@@ -648,6 +683,7 @@ def markdown(result):
         f"- memory: {meta['memory_measure']}",
         f"- AMP: {meta['amp_mode']}",
     ]
+    lines.append(f"- run time of the whole benchmark: {meta['total_s']:.0f} s")
     ol = meta.get('other_load')
     if ol and meta['device'] == 'cpu':
         lines.append(
@@ -676,7 +712,8 @@ def markdown(result):
         lines.append(
             f"| {r['row']} | `{r['id']}` {r['description']} | "
             f"{r['trainable_params'] / 1e6:.3f}M | {fmt(tm['median'], 1)} | "
-            f"{spread} | {fmt(r['cpu_time_ms']['median'], 0)} | {tr[0]} | {tr[1]} | {fmt(mem.get('peak'), 0)} | "
+            f"{spread} | {fmt(r['cpu_time_ms']['median'], 0)} | {tr[0]} | "
+            f"{tr[1]} | {fmt(mem.get('peak'), 0)} | "
             f"{fmt(mem.get('resident'), 0)} | {fmt(mem.get('step_peak'), 0)}"
             f" | {mr[0]} | {mr[1]} |")
     ex = result['extras']
@@ -773,6 +810,15 @@ def parse_args(argv=None):
                    'ROW')
     p.add_argument('--out-dir', default=None,
                    help='default: work_dirs/benchmark/<preset>-<device>')
+    p.add_argument('--memory-only', action='store_true',
+                   help='only measure (and print) the peak memory of the '
+                   'rows, no timing, no files')
+    p.add_argument('--mem-warmup', type=int, default=None,
+                   help="steps before the memory measurement (default: the "
+                   "preset's)")
+    p.add_argument('--mem-steps', type=int, default=None,
+                   help="measured steps, the peak is the worst (default: the "
+                   "preset's)")
     p.add_argument('--memory-worker', default=None, help=argparse.SUPPRESS)
     p.add_argument('--memory-server', default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -800,6 +846,9 @@ def main(argv=None):
     device = setup(args)
     import torch
     preset = dict(PRESETS[args.preset])
+    for flag in ('mem_warmup', 'mem_steps'):
+        if getattr(args, flag) is not None:
+            preset[flag] = getattr(args, flag)
     if args.memory_worker:
         memory_worker(args, preset, device)
         return
@@ -814,6 +863,15 @@ def main(argv=None):
         if bad:
             raise SystemExit(f'unknown rows {bad}; rows: {list(VARIANTS)}')
         ids = [v for v in ids if v in args.only]
+    if args.memory_only:
+        mem = measure_memory(ids, args)
+        print('| row | peak MiB | resident MiB | step peak MiB |\n'
+              '|---|---:|---:|---:|')
+        for vid in ids:
+            m = mem[vid]
+            print(f"| `{vid}` | {m['peak']:.0f} | {m['resident']:.0f} | "
+                  f"{m['step_peak']:.0f} |")
+        return
     data = make_batch(preset, device)
 
     t_start = time.perf_counter()
@@ -953,6 +1011,7 @@ def main(argv=None):
             preset_cfg=preset),
         rows=rows, extras=extras)
     result['targets'] = evaluate_targets(rows, extras)
+    check_schema(result)
 
     out_dir = args.out_dir or os.path.join(
         'work_dirs', 'benchmark', f'{args.preset}-{device.type}')
