@@ -211,3 +211,39 @@ def test_with_cp_flag_rejects_other_segmentors():
     cfg.model.type = 'CascadeEncoderDecoder'
     with pytest.raises(SystemExit, match='--with-cp supports EncoderDecoder'):
         train.enable_gradient_checkpointing(cfg)
+
+
+def test_backward_recomputes_heads_but_not_the_accuracy_topk():
+    """The backward pass reruns the heads' convolutions and log-softmax
+    (they were not kept) but reuses mmseg's accuracy top-k, which is
+    expensive to recompute and small to keep."""
+    from collections import Counter
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class OpCounter(TorchDispatchMode):
+
+        def __init__(self):
+            super().__init__()
+            self.counts = Counter()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.counts[func.overloadpacket.__name__] += 1
+            return func(*args, **(kwargs or {}))
+
+    counts = {}
+    for type_ in ('EncoderDecoder', 'CheckpointEncoderDecoder'):
+        model = _build(type_)
+        model.train()
+        batch = model.data_preprocessor(_batch(), True)
+        losses = model.loss(batch['inputs'], batch['data_samples'])
+        total = sum(v for k, v in losses.items() if 'loss' in k)
+        with OpCounter() as counter:
+            total.backward()
+        counts[type_] = counter.counts
+    plain, ckpt = counts['EncoderDecoder'], counts['CheckpointEncoderDecoder']
+    assert plain['convolution'] == plain['_log_softmax'] == 0
+    num_heads = 2  # toy config: decode head + 1 auxiliary head
+    assert ckpt['_log_softmax'] == num_heads
+    assert ckpt['convolution'] >= 2 * num_heads
+    assert ckpt['topk'] == plain['topk'] == 0

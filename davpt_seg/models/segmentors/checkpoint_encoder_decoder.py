@@ -11,6 +11,12 @@ for the price of a second forward pass of every head.
 
 mmseg's heads have no ``with_cp`` option, and wrapping them here works for
 any decode or auxiliary head without touching its config.
+
+mmseg's ``accuracy`` (the ``acc_seg`` log entry) takes a top-k of the
+full-resolution logits with gradient recording on, so autograd keeps its
+indices and a plain checkpoint would recompute it: on CPU that top-k is a
+third of the recomputation. Its outputs are small, so selective activation
+checkpointing keeps them instead (``_SAVED_OPS``).
 """
 import contextlib
 from typing import List
@@ -18,7 +24,8 @@ from typing import List
 import torch
 import torch.nn as nn
 from torch import Tensor
-from torch.utils.checkpoint import checkpoint
+from torch.utils.checkpoint import (checkpoint,
+                                    create_selective_checkpoint_contexts)
 
 from mmseg.models.segmentors import EncoderDecoder
 from mmseg.registry import MODELS
@@ -46,6 +53,29 @@ def _frozen_norm_statistics(module: nn.Module):
         with torch.no_grad():
             for buf, value in saved:
                 buf.copy_(value)
+
+
+# Ops whose outputs are kept instead of recomputed: cheap to store,
+# expensive to recompute.
+_SAVED_OPS = [torch.ops.aten.topk.default]
+
+
+@contextlib.contextmanager
+def _all_of(*contexts):
+    with contextlib.ExitStack() as stack:
+        for ctx in contexts:
+            stack.enter_context(ctx)
+        yield
+
+
+def _head_checkpoint_contexts(head: nn.Module):
+    """``context_fn`` of the heads' checkpoint: (forward, recomputation)
+    contexts. Keeps ``_SAVED_OPS``' outputs; BatchNorm statistics are left
+    as the forward pass set them."""
+    forward_ctx, recompute_ctx = create_selective_checkpoint_contexts(
+        _SAVED_OPS)
+    # The statistics context is entered first so that SAC never sees its ops.
+    return forward_ctx, _all_of(_frozen_norm_statistics(head), recompute_ctx)
 
 
 @MODELS.register_module()
@@ -84,8 +114,7 @@ class CheckpointEncoderDecoder(EncoderDecoder):
             data_samples,
             self.train_cfg,
             use_reentrant=False,
-            context_fn=lambda: (contextlib.nullcontext(),
-                                _frozen_norm_statistics(head)))
+            context_fn=lambda: _head_checkpoint_contexts(head))
 
     def _decode_head_forward_train(self, inputs: List[Tensor],
                                    data_samples: SampleList) -> dict:
