@@ -6,7 +6,11 @@
 Keeps everything except the frozen pretrained backbone weights (prompts,
 K/V offsets, heads, BN statistics, class->prompt mapping, optimizer, meta).
 Test or resume from OUT_CKPT exactly as from the full checkpoint: the frozen
-weights come back from the config's ``model.backbone.init_cfg`` file.
+weights come back from the config's ``model.backbone.init_cfg`` file, or,
+where that is cleared (``mmseg.apis.init_model``), from the file recorded in
+OUT_CKPT (its path as written in the config and made absolute against the
+current directory), checked against the recorded SHA-256 of the dropped
+tensors.
 """
 import argparse
 import os
@@ -50,7 +54,9 @@ def main(argv=None):
     print(f'{args.out}: {osp.getsize(args.out) / 2**20:.1f} MiB (from '
           f'{osp.getsize(args.checkpoint) / 2**20:.1f} MiB), '
           f'{info["dropped_keys"]} frozen backbone tensors dropped; they are '
-          f'restored from {info["pretrained"]} when loading')
+          f'restored from {info["pretrained"]} (recorded as '
+          f'{info["pretrained_abs"]}, frozen-weight SHA-256 '
+          f'{info["pretrained_sha256"][:16]}...) when loading')
 
 
 if __name__ == '__main__':

@@ -16,8 +16,10 @@ in guided layers when the DA-VPT losses need it), and appends them after the
 image tokens internally: attention does not depend on the order of its keys,
 so this equals the layout above up to float rounding.
 """
+import hashlib
+import logging
 import math
-from typing import Dict, List, NamedTuple, Optional, Sequence
+from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -30,6 +32,66 @@ from mmseg.registry import MODELS
 from davpt_seg.utils.checkpoint import load_weights
 
 PROMPT_NORMS = ('none', 'l2', 'layer')
+#: Key of a prompt-only checkpoint's record of its frozen weights, in the
+#: backbone's entry of the state dict's ``_metadata`` (see
+#: ``PromptedVisionTransformer._load_from_state_dict``): ``dict(checkpoint=
+#: path as in init_cfg, abs_checkpoint=absolute path, prefix=init_cfg
+#: prefix, sha256=frozen_weights_sha256(...), summary=
+#: frozen_weights_summary(...), num_tensors=int)``.
+PRETRAINED_RECORD = 'davpt_pretrained'
+
+
+def frozen_weights_sha256(tensors: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 over the names, dtypes, shapes and bytes of ``tensors``
+    (in name order): the fingerprint of a backbone's frozen weights.
+
+    It hashes the weights as loaded into the model, so it does not depend on
+    the pretrained file's format (``.pth``/``.safetensors``, nesting,
+    prefixes) -- only on the values the prompts were trained with.
+    """
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach()
+        digest.update(f'{name}|{t.dtype}|{tuple(t.shape)}\n'.encode())
+        raw = t.cpu().contiguous().reshape(-1).view(torch.uint8)
+        digest.update(memoryview(raw.numpy()))
+    return digest.hexdigest()
+
+
+def frozen_weights_summary(
+        tensors: Mapping[str, torch.Tensor]) -> Dict[str, List[float]]:
+    """Per tensor ``[numel, sum, sum of squares]`` in float64: a second
+    fingerprint of the frozen weights that tolerates last-bit differences.
+
+    The SHA-256 is exact, but a resized position embedding (bicubic
+    interpolation when the crop differs from the pretraining size, as for
+    ViT-L/384 at 512 px) can differ in the last bits between CPUs or torch
+    builds; other weights differ in these sums by far more than rounding.
+    """
+    out = {}
+    for name, t in tensors.items():
+        t = t.detach().double()
+        out[name] = [float(t.numel()), float(t.sum()), float(t.square().sum())]
+    return out
+
+
+def summaries_match(got: Dict[str, List[float]],
+                    expected: Dict[str, List[float]],
+                    rtol: float = 1e-5) -> bool:
+    """Whether two :func:`frozen_weights_summary` agree up to float32
+    rounding: same tensors and sizes, sums of squares within ``rtol``, sums
+    within ``rtol`` of their Cauchy-Schwarz scale sqrt(n * sum of squares)."""
+    if set(got) != set(expected):
+        return False
+    for name, (n, s, ss) in got.items():
+        n2, s2, ss2 = expected[name]
+        if n != n2:
+            return False
+        if abs(ss - ss2) > rtol * max(ss, ss2) + 1e-30:
+            return False
+        if abs(s - s2) > rtol * math.sqrt(n * max(ss, ss2)) + 1e-30:
+            return False
+    return True
 
 
 class GuidedFeatures(NamedTuple):
@@ -314,6 +376,7 @@ class PromptedVisionTransformer(VisionTransformer):
             {k: v for k, v in state_dict.items() if k in expected},
             strict=False)
         self._pretrained_loaded = True
+        self._pretrained_source = source
         print_log(f'Loaded {len(expected)} pretrained backbone tensors from '
                   f'{source}', logger='current')
 
@@ -323,6 +386,11 @@ class PromptedVisionTransformer(VisionTransformer):
             return self.init_cfg.get('checkpoint')
         return None
 
+    def frozen_state_keys(self) -> List[str]:
+        """State-dict keys of the frozen pretrained weights (parameters with
+        ``requires_grad=False``): what a prompt-only checkpoint drops."""
+        return [n for n, p in self.named_parameters() if not p.requires_grad]
+
     def _load_from_state_dict(self, state_dict, prefix, local_metadata,
                               strict, missing_keys, unexpected_keys,
                               error_msgs):
@@ -330,16 +398,31 @@ class PromptedVisionTransformer(VisionTransformer):
         mmengine's ``load_checkpoint``, ``runner.test()``, resume,
         ``mmseg.apis.init_model``):
 
-        * A *prompt-only* state dict (this class's own keys, none of the
-          frozen pretrained ones; see ``tools/extract_prompts.py``) first
-          loads the pretrained ViT named by ``init_cfg`` -- those callers
-          never run ``init_weights()``, and testing prompts on a random ViT
-          gives near-zero mIoU without any error. No ``init_cfg`` or a
-          missing file is a clear error.
+        * A *prompt-only* state dict (none of the frozen pretrained keys; see
+          ``tools/extract_prompts.py``) first gets the pretrained ViT --
+          those callers never run ``init_weights()``, and testing prompts on
+          a random ViT gives near-zero mIoU without any error. Sources, in
+          order: the file of ``init_cfg``; else (``init_cfg`` cleared, as
+          ``init_model`` does, or its file missing) the file recorded in the
+          checkpoint. If the checkpoint records a fingerprint of the frozen
+          weights, the weights in use must match it. See
+          :func:`_fill_from_pretrained`.
         * This class's own keys (prompts, K/V offsets, prompt norm, mapping
           buffers) must match in shape and must exist in the model: mmengine
           loads with ``strict=False``, which would only warn, and leave e.g.
           a 150-class mapping or DA-VPT+ biases silently unused.
+
+        Where the record lives: ``local_metadata[PRETRAINED_RECORD]``, i.e.
+        ``state_dict._metadata['backbone'][PRETRAINED_RECORD]`` (written by
+        ``make_prompt_only``). ``_metadata`` is the standard side channel of
+        a state dict: torch pickles it with the OrderedDict (and restores it
+        under ``weights_only=True``), and mmengine's ``load_checkpoint`` /
+        ``_load_checkpoint_to_model`` / ``load_state_dict`` (so Runner
+        ``load_from``/resume and ``init_model``) and torch's
+        ``Module.load_state_dict`` all keep it and hand each module its own
+        entry. ``checkpoint['meta']`` never reaches a module, and a
+        non-tensor *key* in the state dict would be an unexpected key (or a
+        crash) for every other loader.
         """
         own = set(self.own_state_keys())
         model_state = self.state_dict()
@@ -360,34 +443,113 @@ class PromptedVisionTransformer(VisionTransformer):
                 ' check num_prompts, num_proxy_prompts, guided_layers, '
                 'num_classes, tune_kv_bias, embed_dims):\n  ' +
                 '\n  '.join(problems))
-        pretrained = [k for k in model_state if k not in own]
-        if in_ckpt and not any(k in in_ckpt for k in pretrained):
-            self._fill_from_pretrained(state_dict, prefix, pretrained)
+        # Prompt-only = none of the *frozen* weights. Trainable pretrained
+        # parameters (``frozen_exclude``) are kept in such a checkpoint and
+        # must not be overwritten with their pretrained values.
+        frozen = self.frozen_state_keys()
+        if in_ckpt and not any(k in in_ckpt for k in frozen):
+            fill = [k for k in model_state
+                    if k not in own and k not in in_ckpt]
+            record = (local_metadata or {}).get(PRETRAINED_RECORD)
+            self._fill_from_pretrained(state_dict, prefix, fill,
+                                       record if isinstance(record, dict)
+                                       else None)
         super()._load_from_state_dict(state_dict, prefix, local_metadata,
                                       strict, missing_keys, unexpected_keys,
                                       error_msgs)
 
-    def _fill_from_pretrained(self, state_dict, prefix, keys):
-        """Complete a prompt-only state dict with the pretrained weights."""
-        if not self._pretrained_loaded:
-            path = self._pretrained_path()
-            if path is None:
-                raise RuntimeError(
-                    'This is a prompt-only checkpoint (prompts, heads and '
-                    'mapping, without the frozen ViT weights), but the '
-                    'config names no pretrained backbone to restore them '
-                    'from. Set model.backbone.init_cfg=dict(type='
-                    '\'Pretrained\', checkpoint=PATH) to the file the '
-                    'prompts were trained on.')
+    @staticmethod
+    def _recorded_paths(record: Optional[dict]) -> List[str]:
+        """Candidate files of a checkpoint's pretrained record: the absolute
+        path resolved when the checkpoint was written, then the path as
+        written in that config (relative to the current directory if
+        relative, for a tree that was moved as a whole)."""
+        if not record:
+            return []
+        paths = []
+        for key in ('abs_checkpoint', 'checkpoint'):
+            path = record.get(key)
+            if isinstance(path, str) and path and path not in paths:
+                paths.append(path)
+        return paths
+
+    def _restore_pretrained(self, record: Optional[dict]) -> str:
+        """Load the frozen weights for a prompt-only state dict; returns the
+        file used. ``init_cfg``'s file first, then the recorded ones."""
+        candidates = []  # (path, prefix, where the path comes from)
+        if self._pretrained_path() is not None:
+            candidates.append((self._pretrained_path(),
+                               self.init_cfg.get('prefix'),
+                               'model.backbone.init_cfg'))
+        for path in self._recorded_paths(record):
+            if path not in [c[0] for c in candidates]:
+                candidates.append((path, record.get('prefix'),
+                                   'recorded in the checkpoint'))
+        if not candidates:
+            raise RuntimeError(
+                'This is a prompt-only checkpoint (prompts, heads and '
+                'mapping, without the frozen ViT weights), but the '
+                'config names no pretrained backbone to restore them '
+                'from and the checkpoint records none (it predates that '
+                'record). Set model.backbone.init_cfg=dict(type='
+                '\'Pretrained\', checkpoint=PATH) to the file the '
+                'prompts were trained on.')
+        unreadable = []
+        for path, weights_prefix, origin in candidates:
             try:
-                self.init_weights()
+                weights = load_weights(path, map_location='cpu')
             except FileNotFoundError as e:
-                raise RuntimeError(
-                    'This is a prompt-only checkpoint: it needs the '
-                    f'pretrained backbone {path} (model.backbone.init_cfg), '
-                    f'which cannot be read: {e}') from e
+                unreadable.append(f'{path} ({origin}): {e}')
+                continue
+            if unreadable:
+                print_log('Prompt-only checkpoint: ' + '; '.join(unreadable)
+                          + f'; using {path} ({origin}) instead',
+                          logger='current', level=logging.WARNING)
+            self.load_pretrained(weights, source=path, prefix=weights_prefix)
+            return path
+        raise RuntimeError(
+            'This is a prompt-only checkpoint: it needs the pretrained '
+            'backbone the prompts were trained on, but no candidate file '
+            'can be read: ' + ' | '.join(unreadable) + '. Point '
+            'model.backbone.init_cfg=dict(type=\'Pretrained\', '
+            'checkpoint=PATH) at that file.')
+
+    def _fill_from_pretrained(self, state_dict, prefix, keys, record=None):
+        """Complete a prompt-only state dict with the pretrained weights
+        and check them against the checkpoint's fingerprint, if any."""
+        if not self._pretrained_loaded:
+            source = self._restore_pretrained(record)
             print_log('Prompt-only checkpoint: frozen backbone weights '
-                      f'restored from {path}', logger='current')
+                      f'restored from {source}', logger='current')
+        else:  # init_weights() ran (e.g. Runner.train before resuming)
+            source = getattr(self, '_pretrained_source', None) or \
+                self._pretrained_path() or 'init_weights()'
+        expected = record.get('sha256') if record else None
+        if expected:
+            params = dict(self.named_parameters())
+            got = frozen_weights_sha256(
+                {k: params[k] for k in self.frozen_state_keys()})
+            summary = record.get('summary')
+            if got != expected and isinstance(summary, dict) and \
+                    summaries_match(frozen_weights_summary(
+                        {k: params[k] for k in self.frozen_state_keys()}),
+                        summary):
+                print_log('Prompt-only checkpoint: the frozen weights from '
+                          f'{source} differ from the recorded ones only by '
+                          'float rounding (e.g. a position embedding resized '
+                          'on another machine); accepted',
+                          logger='current', level=logging.WARNING)
+            elif got != expected:
+                recorded = ' or '.join(self._recorded_paths(record)) or '?'
+                raise RuntimeError(
+                    'This prompt-only checkpoint was trained on other frozen '
+                    f'backbone weights than those loaded from {source}: '
+                    f'SHA-256 of the frozen tensors {got[:16]}..., recorded '
+                    f'in the checkpoint {expected[:16]}... (written with '
+                    f'pretrained file {recorded}). Its predictions would be '
+                    'silently wrong; set model.backbone.init_cfg to the '
+                    'original pretrained file (and the same backbone config).'
+                )
         current = self.state_dict()
         for k in keys:
             state_dict[prefix + k] = current[k]
