@@ -1,0 +1,349 @@
+"""Distributed resume on CPU: 2 gloo processes through tools/dist_train.sh.
+
+An uninterrupted 2-process run (``ITERS`` iterations, mapping updates at
+``INTERVAL`` and ``2 * INTERVAL``, checkpoint at ``N``) is compared with a
+run that is SIGKILLed -- both ranks, the torchrun agent and the launcher
+shell -- one iteration past the checkpoint at ``N`` and then resumed with ``tools/dist_train.sh CONFIG 2 --resume``.
+
+The checkpoint iteration ``N`` lies *between* two mapping updates, so the
+checkpoint also holds pending (all-reduced) class statistics, which the
+resumed run must continue from for the update after ``N`` to be right.
+
+Stopping: the run is killed rather than cut by ``max_iters`` so the test
+covers a real crash (a shorter ``max_iters`` would change the LR schedule
+and write a final checkpoint through the normal exit path). torchrun starts
+every worker in its own session, so killing the launcher's process group
+alone would leave the ranks running: the test kills the process group of
+each process of the launch tree (found under /proc) by id.
+
+Per-rank probes (tests/davpt_probes.py) record digests of the mapping
+buffers, pending statistics, prompts, optimizer and schedulers at the start
+of training and after every iteration, and every mapping update. The heads'
+digest includes the BatchNorm running statistics, which are per rank (DDP
+runs with ``broadcast_buffers=False``, and a checkpoint holds rank 0's): it
+is compared on rank 0, and on rank 1 only where the expected value is known.
+"""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from davpt_seg.datasets import generate_toy_dataset
+from davpt_seg.utils import load_training_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+INTERVAL = 3  # mapping updates after iterations 3 and 6
+N = 4  # checkpoint (and interruption) iteration: between the two updates
+ITERS = 7  # one iteration after the last update; final checkpoint at 7
+STALL = N + 1  # the killed run has moved one iteration past the checkpoint
+NUM_TRAIN = 16  # 2 ranks x batch 4 -> 2 iterations per epoch
+RANKS = (0, 1)
+
+sys.path.insert(0, str(TESTS))
+from davpt_probes import MAPPING_BUFFERS, digest  # noqa: E402
+
+# Digests that every rank must share at every point (all but 'heads').
+SHARED_KEYS = ('prompts', 'optimizer', 'lr', 'scheduler', 'mapping', 'stats',
+               'mapping_list', 'num_updates')
+STATE_KEYS = SHARED_KEYS + ('heads', )
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def _env():
+    return dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1',
+                PYTHONWARNINGS='ignore', PY=sys.executable,
+                PORT=str(free_port()),
+                PYTHONPATH=os.pathsep.join(
+                    [str(TESTS), os.environ.get('PYTHONPATH', '')]))
+
+
+def dist_train(cfg, work, *extra, timeout=300):
+    proc = subprocess.run(
+        ['bash', 'tools/dist_train.sh', str(cfg), '2', '--work-dir',
+         str(work), *extra], cwd=ROOT, env=_env(), capture_output=True,
+        text=True, timeout=timeout)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-8000:]
+    return out
+
+
+def _descendants(pid):
+    """Pids of all live descendants of ``pid`` (from /proc)."""
+    children = {}
+    for entry in Path('/proc').iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / 'stat').read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(')', 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def _kill_tree(proc):
+    """SIGKILL the process group of every process of the launch tree: the
+    launcher shell and torchrun share ``proc``'s group; each rank leads its
+    own session (torchrun's ``start_new_session=True``)."""
+    groups = {proc.pid}
+    for pid in _descendants(proc.pid):
+        try:
+            groups.add(os.getpgid(pid))
+        except ProcessLookupError:
+            pass
+    for pgid in sorted(groups, reverse=True):
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return groups
+
+
+def _probe(work, name, rank):
+    path = work / f'{name}_rank{rank}.json'
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def dist_train_and_kill(cfg, work, timeout=300):
+    """Start a 2-process run that stalls after iteration STALL on both
+    ranks; SIGKILL every process of it there."""
+    log_path = work.parent / 'killed.log'
+    log = open(log_path, 'w')
+    proc = subprocess.Popen(
+        ['bash', 'tools/dist_train.sh', str(cfg), '2', '--work-dir',
+         str(work)], cwd=ROOT, env=_env(), stdout=log,
+        stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + timeout
+        while not ((work / 'stalled').exists() and all(
+                str(STALL) in _probe(work, 'state_probe', r) for r in RANKS)):
+            assert proc.poll() is None, log_path.read_text()[-6000:]
+            assert time.time() < deadline, 'the run never reached STALL'
+            time.sleep(0.2)
+        workers = _descendants(proc.pid)
+        groups = _kill_tree(proc)
+        assert len(groups) >= 3, groups  # launcher + one session per rank
+        assert proc.wait(timeout=60) == -signal.SIGKILL
+        deadline = time.time() + 60
+        while any(Path(f'/proc/{p}').exists() and
+                  (Path(f'/proc/{p}/stat').read_text().rsplit(')', 1)[1]
+                   .split()[0] != 'Z') for p in workers):
+            assert time.time() < deadline, 'ranks survived SIGKILL'
+            time.sleep(0.1)
+    finally:
+        if proc.poll() is None:
+            _kill_tree(proc)
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp('dist_resume')
+    data = tmp / 'toy_ade'
+    generate_toy_dataset(data, num_train=NUM_TRAIN, num_val=2)
+    hooks = f"""[
+    dict(type='DAVPTHook', mapping_interval={INTERVAL}, init_max_batches=2),
+    dict(type='MappingProbeHook'),
+    dict(type='StateProbeHook', at_iters={list(range(1, ITERS + 1))}),
+]"""
+    base = tmp / 'toy_dist_resume.py'
+    base.write_text(f"""_base_ = [{str(ROOT / 'configs/davpt_setr_toy.py')!r}]
+custom_imports = dict(imports=['davpt_seg', 'davpt_probes'],
+                      allow_failed_imports=False)
+data_root = {str(data)!r}
+train_dataloader = dict(dataset=dict(data_root=data_root))
+val_dataloader = dict(dataset=dict(data_root=data_root))
+test_dataloader = val_dataloader
+train_cfg = dict(max_iters={ITERS}, val_interval=1000)
+param_scheduler = [dict(type='PolyLR', eta_min=1e-4, power=0.9, begin=0,
+                        end={ITERS}, by_epoch=False)]
+default_hooks = dict(checkpoint=dict(interval={N}), logger=dict(interval=1))
+custom_hooks = {hooks}
+""")
+    stall = tmp / 'toy_dist_resume_stall.py'
+    stall.write_text(f"""_base_ = ['./toy_dist_resume.py']
+custom_hooks = {hooks[:-1]}    dict(type='StallHook', at={STALL}),
+]
+""")
+    full, cut = tmp / 'uninterrupted', tmp / 'interrupted'
+    t0 = time.time()
+    full_log = dist_train(base, full)
+    t1 = time.time()
+    dist_train_and_kill(stall, cut)
+    t2 = time.time()
+    killed = dict(
+        last=(cut / 'last_checkpoint').read_text().strip(),
+        files=sorted(p.name for p in cut.glob('*.pth')),
+        state=[_probe(cut, 'state_probe', r) for r in RANKS],
+        mapping=[_probe(cut, 'mapping_probe', r) for r in RANKS])
+    resumed_log = dist_train(base, cut, '--resume')
+    t3 = time.time()
+    print(f'\nuninterrupted {t1 - t0:.1f}s, killed {t2 - t1:.1f}s, '
+          f'resumed {t3 - t2:.1f}s')
+
+    def probes(work, name):
+        return [_probe(work, name, r) for r in RANKS]
+
+    return dict(full=full, cut=cut, full_log=full_log,
+                resumed_log=resumed_log, killed=killed,
+                full_state=probes(full, 'state_probe'),
+                resumed_state=probes(cut, 'state_probe'),
+                full_mapping=probes(full, 'mapping_probe'),
+                resumed_mapping=probes(cut, 'mapping_probe'))
+
+
+def test_runs_are_distributed_and_the_kill_came_after_the_checkpoint(runs):
+    for key in ('full_mapping', 'resumed_mapping'):
+        assert [p['rank'] for p in runs[key]] == list(RANKS)
+        assert [p['world_size'] for p in runs[key]] == [2, 2]
+    assert 'Distributed training: True' in runs['resumed_log']
+    k = runs['killed']
+    assert k['last'].endswith(f'iter_{N}.pth')
+    assert k['files'] == [f'iter_{N}.pth']
+    for r in RANKS:
+        # both ranks had moved on past the checkpoint; up to there the
+        # killed run was the uninterrupted one
+        assert str(STALL) in k['state'][r]
+        for it in ('start', *map(str, range(1, STALL + 1))):
+            for key in STATE_KEYS:
+                assert k['state'][r][it][key] == \
+                    runs['full_state'][r][it][key], (r, it, key)
+
+
+def test_ranks_agree_at_every_logged_point(runs):
+    points = ['start', *map(str, range(1, ITERS + 1)), 'end']
+    for name in ('full_state', 'resumed_state'):
+        a, b = runs[name]
+        assert sorted(a) == sorted(b)
+        for it in a:
+            for key in SHARED_KEYS:
+                assert a[it][key] == b[it][key], (name, it, key)
+    assert sorted(runs['full_state'][0]) == sorted(points)
+    assert sorted(runs['resumed_state'][0]) == sorted(
+        ['start', *map(str, range(N + 1, ITERS + 1)), 'end'])
+    a, b = runs['killed']['state']
+    for it in map(str, range(1, STALL + 1)):
+        for key in SHARED_KEYS:
+            assert a[it][key] == b[it][key], ('killed', it, key)
+    for name in ('full_mapping', 'resumed_mapping'):
+        a, b = runs[name]
+        assert len(a['updates']) == len(b['updates'])
+        for ua, ub in zip(a['updates'], b['updates']):
+            for key in ('iter', 'stats', 'feat_count', 'buffers', 'mapping',
+                        'num_updates', 'stats_after', 'changed'):
+                assert ua[key] == ub[key], (name, ua['iter'], key)
+        assert a['final_prompts'] == b['final_prompts']
+
+
+def test_checkpoint_holds_the_mapping_and_pending_statistics(runs):
+    """iter_N.pth (written by rank 0) holds the mapping of the update at
+    INTERVAL and the statistics accumulated since, identical in both runs
+    and equal to what every rank held at N."""
+    ckpts = [load_training_checkpoint(str(w / f'iter_{N}.pth'))['state_dict']
+             for w in (runs['full'], runs['cut'])]
+    for k in ckpts[0]:
+        assert torch.equal(ckpts[0][k], ckpts[1][k]), k
+    pre = 'backbone.class_mapping.'
+    state = ckpts[0]
+    [update] = [u for u in runs['full_mapping'][0]['updates']
+                if u['iter'] == INTERVAL - 1]
+    assert update['changed'] and update['num_updates'] == 2
+    assert digest(*(state[pre + b] for b in MAPPING_BUFFERS)) == \
+        update['buffers']
+    assert int(state[pre + 'num_updates']) == 2
+    assert torch.count_nonzero(state[pre + 'feat_count']) > 0  # pending
+    for r in RANKS:
+        at_n = runs['full_state'][r][str(N)]
+        assert digest(*(state[pre + b] for b in MAPPING_BUFFERS)) == \
+            at_n['mapping']
+        assert digest(state[pre + 'feat_sum'], state[pre + 'feat_count']) \
+            == at_n['stats']
+
+
+def test_every_rank_resumes_with_the_checkpointed_mapping(runs):
+    log = runs['resumed_log']
+    assert 'class->prompt mapping restored from the checkpoint (update 2)' \
+        in log
+    assert 'DA-VPT initial mapping' not in log
+    assert f'Advance dataloader {N} steps' in log
+    for r in RANKS:
+        m, full = runs['resumed_mapping'][r], runs['full_mapping'][r]
+        # restored, not recomputed: no initial pass ran on this rank (the
+        # probe would have recorded its update at iteration N)
+        assert m['initialized_at_start'] and m['start_iter'] == N
+        assert [u['iter'] for u in m['updates']] == [2 * INTERVAL - 1]
+        assert not full['initialized_at_start']
+        assert [u['iter'] for u in full['updates']] == \
+            [0, INTERVAL - 1, 2 * INTERVAL - 1]
+        # the start state is the uninterrupted run's state at N
+        start = runs['resumed_state'][r]['start']
+        at_n = runs['full_state'][r][str(N)]
+        assert start['iter'] == N
+        for key in SHARED_KEYS:
+            assert start[key] == at_n[key], (r, key)
+        # every rank loaded rank 0's heads (BN running stats included)
+        assert start['heads'] == runs['full_state'][0][str(N)]['heads']
+    # the uninterrupted run was not trivially static
+    s = runs['full_state'][0]
+    assert s['start']['prompts'] != s[str(N)]['prompts']
+    assert s[str(INTERVAL)]['mapping'] != s['start']['mapping']
+
+
+def test_mapping_update_after_the_resume_matches(runs):
+    for r in RANKS:
+        a = runs['full_mapping'][r]['updates'][-1]
+        b = runs['resumed_mapping'][r]['updates'][-1]
+        assert a['iter'] == b['iter'] == 2 * INTERVAL - 1
+        for key in ('stats', 'feat_count', 'buffers', 'mapping',
+                    'num_updates', 'changed', 'stats_after'):
+            assert a[key] == b[key], (r, key)
+        assert a['changed'] and a['num_updates'] == 3
+
+
+def test_resumed_run_ends_bit_identical_to_the_uninterrupted_one(runs):
+    """gloo sums two ranks' values (a + b is order-independent) and every
+    other step is deterministic on CPU, so no tolerance is needed."""
+    for r in RANKS:
+        full, res = runs['full_state'][r], runs['resumed_state'][r]
+        for it in [*map(str, range(N + 1, ITERS + 1)), 'end']:
+            for key in SHARED_KEYS:
+                assert full[it][key] == res[it][key], (r, it, key)
+        assert full['end']['iter'] == res['end']['iter'] == ITERS
+        assert runs['full_mapping'][r]['final_prompts'] == \
+            runs['resumed_mapping'][r]['final_prompts']
+    # rank 0's heads (BN running stats included) continue exactly; rank 1's
+    # running stats restart from rank 0's at N, so its heads digest is not
+    # compared (it is not used in training and not saved)
+    assert runs['full_state'][0]['end']['heads'] == \
+        runs['resumed_state'][0]['end']['heads']
+    a = load_training_checkpoint(str(runs['full'] / f'iter_{ITERS}.pth'))
+    b = load_training_checkpoint(str(runs['cut'] / f'iter_{ITERS}.pth'))
+    assert a['state_dict'].keys() == b['state_dict'].keys()
+    for k, v in a['state_dict'].items():
+        assert torch.equal(v, b['state_dict'][k]), k
+    assert a['meta']['iter'] == b['meta']['iter'] == ITERS
+    assert a['param_schedulers'] == b['param_schedulers']
+    sa, sb = a['optimizer']['state'], b['optimizer']['state']
+    assert sa.keys() == sb.keys()
+    for i in sa:
+        assert torch.equal(sa[i]['momentum_buffer'], sb[i]['momentum_buffer'])
