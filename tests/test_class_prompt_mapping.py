@@ -225,6 +225,191 @@ def test_kmeans_timing_sanity():
 
 
 # ---------------------------------------------------------------------------
+# cosine_kmeans: cold-start options (init, n_init)
+# ---------------------------------------------------------------------------
+def _reference_cold_kmeans(points, k, generator, max_iter=20, tol=1e-4):
+    """§4.2 of the reference written out: layer norm, randperm, Lloyd."""
+    z = F.layer_norm(points.float(), (points.size(1), ))
+    c = z[torch.randperm(z.size(0), generator=generator)[:k]]
+    for _ in range(max_iter):
+        a = (F.normalize(z, dim=1) @ F.normalize(c, dim=1).t()).argmax(dim=1)
+        sums = torch.zeros_like(c).index_add_(0, a, z)
+        counts = torch.bincount(a, minlength=k).float()
+        new_c = torch.where((counts > 0)[:, None],
+                            sums / counts.clamp(min=1)[:, None], c)
+        if (new_c - c).norm(dim=1).sum() < tol:
+            return c, a
+        c = new_c
+    return c, (F.normalize(z, dim=1) @ F.normalize(c, dim=1).t()).argmax(
+        dim=1)
+
+
+@pytest.mark.parametrize('seed', range(4))
+def test_kmeans_default_cold_start_is_the_reference(seed):
+    """Defaults == explicit ``init='random', n_init=1`` == §4.2, bit for bit.
+    """
+    points = torch.randn(150, 64, generator=torch.Generator().manual_seed(0))
+    default = cosine_kmeans(
+        points, 10, generator=torch.Generator().manual_seed(seed))
+    explicit = cosine_kmeans(
+        points,
+        10,
+        generator=torch.Generator().manual_seed(seed),
+        init='random',
+        n_init=1)
+    reference = _reference_cold_kmeans(
+        points, 10, torch.Generator().manual_seed(seed))
+    for got in (explicit, reference):
+        assert torch.equal(default[0], got[0])
+        assert torch.equal(default[1], got[1])
+
+
+def test_kmeans_plusplus_recovers_five_planted_clusters():
+    """Cold start on the 5 planted clusters of ``_planted``, seeds 0..49.
+
+    Correct partitions measured (seeds 0..49 / 0..199):
+
+    ==========================  =======  =========
+    init, n_init                 50       200
+    ==========================  =======  =========
+    'random', 1 (reference)      13       62
+    'random', 5                  40       166
+    'k-means++', 1               42       158
+    'k-means++', 5               50       200
+    ==========================  =======  =========
+    """
+    counts = {}
+    for init, n_init in (('random', 1), ('k-means++', 5)):
+        counts[init] = sum(
+            _same_partition(
+                cosine_kmeans(
+                    points,
+                    5,
+                    generator=torch.Generator().manual_seed(seed),
+                    init=init,
+                    n_init=n_init)[1], labels)
+            for seed in range(50) for points, labels in [_planted(seed)])
+    assert counts['k-means++'] >= 45
+    assert counts['random'] < counts['k-means++']
+
+
+@pytest.mark.parametrize('init, n_init', [('k-means++', 1), ('k-means++', 5),
+                                          ('random', 3)])
+def test_kmeans_init_options_are_deterministic_given_the_generator(
+        init, n_init):
+    points = torch.randn(80, 32, generator=torch.Generator().manual_seed(0))
+    results = [
+        cosine_kmeans(
+            points,
+            7,
+            generator=torch.Generator().manual_seed(3),
+            init=init,
+            n_init=n_init) for _ in range(2)
+    ]
+    assert torch.equal(results[0][0], results[1][0])
+    assert torch.equal(results[0][1], results[1][1])
+    assert results[0][1].min() >= 0 and results[0][1].max() < 7
+
+
+def test_kmeans_n_init_keeps_the_lowest_distortion_run():
+    points = torch.randn(60, 16, generator=torch.Generator().manual_seed(0))
+    z = F.layer_norm(points, (16, ))
+
+    def distortion(result):
+        centroids, assignment = result
+        return (1 - F.cosine_similarity(z, centroids[assignment])).sum()
+
+    for init in ('random', 'k-means++'):
+        # The runs of n_init=4 are consecutive draws of one generator.
+        g = torch.Generator().manual_seed(1)
+        singles = [
+            cosine_kmeans(points, 6, generator=g, init=init)
+            for _ in range(4)
+        ]
+        best = cosine_kmeans(
+            points,
+            6,
+            generator=torch.Generator().manual_seed(1),
+            init=init,
+            n_init=4)
+        assert distortion(best) == min(distortion(r) for r in singles)
+        assert any(torch.equal(best[1], r[1]) for r in singles)
+
+
+def test_kmeans_plusplus_seeding():
+    # 3 directions, each repeated 4 times: the 3 seeds always come from 3
+    # different directions (a repeat of a chosen row has weight 0).
+    directions = torch.randn(3, 8, generator=torch.Generator().manual_seed(0))
+    points = directions.repeat_interleave(4, dim=0)
+    for seed in range(20):
+        seeds = kmeans_module._init_kmeans_plusplus(
+            points, 3, torch.Generator().manual_seed(seed))
+        rows = (seeds[:, None] == directions[None]).all(dim=2).float()
+        assert torch.equal(rows.sum(dim=0), torch.ones(3))
+    # k = N: every row exactly once.
+    points = torch.randn(6, 4, generator=torch.Generator().manual_seed(0))
+    seeds = kmeans_module._init_kmeans_plusplus(
+        points, 6, torch.Generator().manual_seed(0))
+    order = (seeds[:, None] == points[None]).all(dim=2).float().argmax(dim=1)
+    assert sorted(order.tolist()) == list(range(6))
+    # All rows parallel (zero cosine distance everywhere): distinct rows are
+    # still chosen, uniformly among the rows not chosen yet.
+    points = torch.arange(1., 6.)[:, None] * torch.ones(5, 4)
+    seeds = kmeans_module._init_kmeans_plusplus(
+        points, 5, torch.Generator().manual_seed(0))
+    assert sorted(seeds[:, 0].tolist()) == [1., 2., 3., 4., 5.]
+
+
+def test_kmeans_plusplus_keeps_the_existing_guards():
+    # Cold start needs N >= k whatever the init.
+    with pytest.raises(ValueError, match='at least k=5'):
+        cosine_kmeans(torch.randn(4, 8), 5, init='k-means++', n_init=3)
+    # Identical rows: the seeds are distinct rows, every row falls into one
+    # cluster, the other keeps its centroid (empty-cluster handling).
+    row = torch.randn(1, 8, generator=torch.Generator().manual_seed(0))
+    centroids, assignment = cosine_kmeans(
+        row.expand(6, 8),
+        2,
+        generator=torch.Generator().manual_seed(0),
+        init='k-means++',
+        n_init=3)
+    assert assignment.unique().numel() == 1
+    assert torch.isfinite(centroids).all()
+
+
+def test_kmeans_warm_start_ignores_init_and_n_init():
+    points, _ = _planted(0)
+    init = torch.randn(5, 64, generator=torch.Generator().manual_seed(1))
+    plain = cosine_kmeans(points, 5, init_centroids=init)
+    g = torch.Generator().manual_seed(2)
+    state = g.get_state()
+    other = cosine_kmeans(
+        points,
+        5,
+        init_centroids=init,
+        generator=g,
+        init='k-means++',
+        n_init=5)
+    assert torch.equal(plain[0], other[0])
+    assert torch.equal(plain[1], other[1])
+    assert torch.equal(g.get_state(), state)  # no random draw at all
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(init='kmeans++'), 'init'),
+    (dict(init=None), 'init'),
+    (dict(n_init=0), 'n_init'),
+    (dict(n_init=2.0), 'n_init'),
+    (dict(n_init=True), 'n_init'),
+    # Validated for a warm start too, although unused there.
+    (dict(n_init=0, init_centroids=torch.randn(2, 8)), 'n_init'),
+])
+def test_kmeans_bad_init_args(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        cosine_kmeans(torch.randn(10, 8), 2, **kwargs)
+
+
+# ---------------------------------------------------------------------------
 # ClassPromptMapping: construction
 # ---------------------------------------------------------------------------
 def test_buffers_initial_state():
@@ -257,6 +442,11 @@ def test_buffers_initial_state():
     (dict(num_classes=10, num_prompts=2, embed_dims=4,
           max_iter=0), 'max_iter'),
     (dict(num_classes=10, num_prompts=2, embed_dims=4, tol=-1.0), 'tol'),
+    (dict(num_classes=10, num_prompts=2, embed_dims=4,
+          init='kmeans++'), 'init'),
+    (dict(num_classes=10, num_prompts=2, embed_dims=4, n_init=0), 'n_init'),
+    (dict(num_classes=10, num_prompts=2, embed_dims=4,
+          n_init=1.5), 'n_init'),
 ])
 def test_bad_args_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -394,6 +584,110 @@ def test_update_rejects_single_prompt_mapping(monkeypatch):
     assert init_args[0] is None  # cold
     assert init_args[1] is not None  # warm
     assert _same_partition(module.mapping, torch.tensor(groups))
+
+
+def test_update_default_is_explicit_random_single_init():
+    groups = [c % 4 for c in range(40)]
+    modules = [
+        ClassPromptMapping(40, 4, 16, seed=3),
+        ClassPromptMapping(40, 4, 16, seed=3, init='random', n_init=1),
+    ]
+    for module in modules:
+        assert module.init == 'random' and module.n_init == 1
+        for seed in range(2):  # cold start, then a warm start
+            module.accumulate(*_grouped_class_data(
+                40, groups, 16, seed=seed, classes=range(20)))
+            assert module.update()
+    for name in BUFFER_NAMES:
+        assert torch.equal(
+            getattr(modules[0], name), getattr(modules[1], name))
+    assert "init='random', n_init=1" in repr(modules[0])
+
+
+def test_update_kmeans_plusplus_cold_start_and_guards(monkeypatch):
+    kwargs_seen = []
+    original_kmeans = mapping_module.cosine_kmeans
+
+    def recording_kmeans(*args, **kwargs):
+        kwargs_seen.append(kwargs)
+        return original_kmeans(*args, **kwargs)
+
+    monkeypatch.setattr(mapping_module, 'cosine_kmeans', recording_kmeans)
+    groups = [0, 0, 1, 1, 2, 2]
+    module = ClassPromptMapping(6, 3, 16, init='k-means++', n_init=4)
+    assert "init='k-means++', n_init=4" in repr(module)
+
+    # Too few seen classes for a cold start: rejected before k-means.
+    module.accumulate(torch.randn(2, 16), _one_hot_present(
+        torch.tensor([0, 1]), 6))
+    assert module.update() is False
+    assert not module.initialized and kwargs_seen == []
+
+    # Identical features: k-means++ still seeds distinct rows, every class
+    # lands in one cluster and the >= 2 prompts guard rejects the mapping.
+    row = torch.randn(1, 16)
+    module.accumulate(row.expand(6, 16), torch.eye(6, dtype=torch.bool))
+    assert module.update() is False
+    assert not module.initialized and not module.has_centroids
+
+    module.accumulate(*_grouped_class_data(6, groups, 16))
+    assert module.update()
+    assert _same_partition(module.mapping, torch.tensor(groups))
+    assert sorted(module.cluster_sizes()) == [2, 2, 2]
+    assert all(k['init'] == 'k-means++' and k['n_init'] == 4
+               for k in kwargs_seen)
+    assert [k['init_centroids'] is None for k in kwargs_seen] == [True, True]
+
+
+def test_update_warm_start_is_unaffected_by_init_options():
+    groups = [0, 1, 2, 0, 1, 2, 0, 1]
+    start = ClassPromptMapping(8, 3, 16, seed=5)
+    start.accumulate(*_grouped_class_data(8, groups, 16))
+    assert start.update() and start.has_centroids
+    state = start.state_dict()
+
+    results = []
+    for kwargs in (dict(), dict(init='k-means++', n_init=5)):
+        module = ClassPromptMapping(8, 3, 16, seed=5, **kwargs)
+        module.load_state_dict(state)
+        module.accumulate(*_grouped_class_data(
+            8, groups, 16, seed=1, classes=range(6)))
+        assert module.update()
+        results.append(module)
+    for name in BUFFER_NAMES:
+        assert torch.equal(
+            getattr(results[0], name), getattr(results[1], name))
+
+
+def test_mapping_cfg_reaches_the_mapping():
+    from davpt_seg.models.backbones.prompted_vit import \
+        PromptedVisionTransformer
+    backbone = PromptedVisionTransformer(
+        img_size=(32, 32),
+        patch_size=16,
+        embed_dims=32,
+        num_layers=2,
+        num_heads=2,
+        mlp_ratio=2,
+        num_prompts=2,
+        num_proxy_prompts=2,
+        guided_layers=[1],
+        num_classes=4,
+        mapping_cfg=dict(init='k-means++', n_init=3))
+    assert backbone.class_mapping.init == 'k-means++'
+    assert backbone.class_mapping.n_init == 3
+    with pytest.raises(ValueError, match='n_init'):
+        PromptedVisionTransformer(
+            img_size=(32, 32),
+            patch_size=16,
+            embed_dims=32,
+            num_layers=2,
+            num_heads=2,
+            num_prompts=2,
+            num_proxy_prompts=2,
+            guided_layers=[1],
+            num_classes=4,
+            mapping_cfg=dict(n_init=0))
 
 
 def test_state_dict_round_trip_and_resume():

@@ -141,7 +141,8 @@ class PromptedVisionTransformer(VisionTransformer):
             plain VPT with the same prompt layout. Default: None.
         mapping_cfg (dict, optional): extra arguments of
             :class:`ClassPromptMapping` (``kmeans_norm``, ``max_iter``,
-            ``tol``, ``unseen``, ``seed``).
+            ``tol``, ``unseen``, ``seed``, and the cold-start options ``init``
+            = 'random' | 'k-means++' and ``n_init``).
         tune_kv_bias (bool): DA-VPT+: also train the attention key and value
             biases of every layer (exactly 2 x L x C values). mmcv packs q/k/v
             biases in one frozen ``in_proj_bias``; the trainable values are a

@@ -8,6 +8,7 @@ from mmengine import dist
 from mmengine.logging import print_log
 from torch import Tensor
 
+from .cosine_kmeans import _INITS as _KMEANS_INITS
 from .cosine_kmeans import cosine_kmeans
 
 _UNSEEN_MODES = ('random', 'keep')
@@ -62,6 +63,15 @@ class ClassPromptMapping(nn.Module):
             behaviour), ``'keep'`` keeps its current prompt.
             Defaults to 'random'.
         seed (int): Base seed of the update's random generator. Defaults to 0.
+        init (str): Seeding of a cold-start k-means (the initial mapping, or
+            the update after a rejected one): ``'random'`` draws
+            ``num_prompts`` random class means (reference behaviour),
+            ``'k-means++'`` uses spherical k-means++ seeding. Warm-started
+            updates ignore it. Defaults to 'random'.
+        n_init (int): Number of cold-start k-means runs; the one with the
+            lowest within-cluster cosine distortion is kept. Warm-started
+            updates ignore it (they run once from the previous centroids).
+            Defaults to 1 (reference behaviour).
     """
 
     def __init__(self,
@@ -72,7 +82,9 @@ class ClassPromptMapping(nn.Module):
                  max_iter: int = 20,
                  tol: float = 1e-4,
                  unseen: str = 'random',
-                 seed: int = 0) -> None:
+                 seed: int = 0,
+                 init: str = 'random',
+                 n_init: int = 1) -> None:
         super().__init__()
         if not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(
@@ -102,6 +114,13 @@ class ClassPromptMapping(nn.Module):
                              f'{unseen!r}.')
         if not isinstance(seed, int):
             raise ValueError(f'`seed` must be an integer, got {seed!r}.')
+        if init not in _KMEANS_INITS:
+            raise ValueError(f'`init` must be one of {_KMEANS_INITS}, got '
+                             f'{init!r}.')
+        if (isinstance(n_init, bool) or not isinstance(n_init, int)
+                or n_init < 1):
+            raise ValueError(
+                f'`n_init` must be an integer >= 1, got {n_init!r}.')
 
         self.num_classes = num_classes
         self.num_prompts = num_prompts
@@ -111,6 +130,8 @@ class ClassPromptMapping(nn.Module):
         self.tol = tol
         self.unseen = unseen
         self.seed = seed
+        self.init = init
+        self.n_init = n_init
 
         self.register_buffer('mapping',
                              torch.arange(num_classes) % num_prompts)
@@ -240,7 +261,9 @@ class ClassPromptMapping(nn.Module):
             norm=self.kmeans_norm,
             max_iter=self.max_iter,
             tol=self.tol,
-            generator=generator)
+            generator=generator,
+            init=self.init,
+            n_init=self.n_init)
 
         mapping = self.mapping.clone()
         mapping[seen] = assignment
@@ -315,4 +338,5 @@ class ClassPromptMapping(nn.Module):
                 f'embed_dims={self.embed_dims}, '
                 f'kmeans_norm={self.kmeans_norm!r}, '
                 f'max_iter={self.max_iter}, tol={self.tol}, '
-                f'unseen={self.unseen!r}, seed={self.seed}')
+                f'unseen={self.unseen!r}, seed={self.seed}, '
+                f'init={self.init!r}, n_init={self.n_init}')
