@@ -32,6 +32,7 @@ NUM_CLASSES = 8
 
 sys.path.insert(0, str(TESTS))
 from davpt_probes import MAPPING_BUFFERS, digest  # noqa: E402
+from toy_run import toy_run_config  # noqa: E402
 
 
 def free_port():
@@ -58,23 +59,13 @@ def dist_run(tmp_path_factory):
     data = tmp / 'toy_ade'
     generate_toy_dataset(data, num_train=NUM_TRAIN, num_val=NUM_VAL)
     cfg = tmp / 'toy_dist.py'
-    cfg.write_text(f"""_base_ = [{str(ROOT / 'configs/davpt_setr_toy.py')!r}]
-custom_imports = dict(imports=['davpt_seg', 'davpt_probes'],
-                      allow_failed_imports=False)
-data_root = {str(data)!r}
-train_dataloader = dict(dataset=dict(data_root=data_root))
-val_dataloader = dict(dataset=dict(data_root=data_root))
-test_dataloader = val_dataloader
-train_cfg = dict(max_iters={ITERS}, val_interval={ITERS})
-param_scheduler = [dict(type='PolyLR', eta_min=1e-4, power=0.9, begin=0,
-                        end={ITERS}, by_epoch=False)]
-default_hooks = dict(checkpoint=dict(interval={ITERS}),
-                     logger=dict(interval=2))
-custom_hooks = [
+    cfg.write_text(toy_run_config(
+        data, ITERS, checkpoint_interval=ITERS, val_interval=ITERS,
+        logger_interval=2, probes=True, extra=f"""custom_hooks = [
     dict(type='DAVPTHook', mapping_interval={INTERVAL}),
     dict(type='MappingProbeHook'),
 ]
-""")
+"""))
     work = tmp / 'work'
     log = run(['bash', 'tools/dist_train.sh', cfg, 2, '--work-dir', work],
               PORT=str(free_port()))

@@ -33,6 +33,7 @@ STALL = N + 2  # the killed run is stopped two iterations past the checkpoint
 
 sys.path.insert(0, str(TESTS))
 from davpt_probes import MAPPING_BUFFERS, digest  # noqa: E402
+from toy_run import toy_run_config  # noqa: E402
 
 
 def _env():
@@ -85,19 +86,9 @@ def runs(tmp_path_factory):
     dict(type='StateProbeHook', at_iters=[{N}, {ITERS}]),
 ]"""
     base = tmp / 'toy_resume.py'
-    base.write_text(f"""_base_ = [{str(ROOT / 'configs/davpt_setr_toy.py')!r}]
-custom_imports = dict(imports=['davpt_seg', 'davpt_probes'],
-                      allow_failed_imports=False)
-data_root = {str(data)!r}
-train_dataloader = dict(dataset=dict(data_root=data_root))
-val_dataloader = dict(dataset=dict(data_root=data_root))
-test_dataloader = val_dataloader
-train_cfg = dict(max_iters={ITERS}, val_interval={N})
-param_scheduler = [dict(type='PolyLR', eta_min=1e-4, power=0.9, begin=0,
-                        end={ITERS}, by_epoch=False)]
-default_hooks = dict(checkpoint=dict(interval={N}), logger=dict(interval=2))
-custom_hooks = {hooks}
-""")
+    base.write_text(toy_run_config(
+        data, ITERS, checkpoint_interval=N, val_interval=N, logger_interval=2,
+        probes=True, extra=f'custom_hooks = {hooks}\n'))
     stall = tmp / 'toy_resume_stall.py'
     stall.write_text(f"""_base_ = ['./toy_resume.py']
 custom_hooks = {hooks[:-1]}    dict(type='StallHook', at={STALL}),

@@ -10,11 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
-from mmseg.models.backbones import VisionTransformer
 
 from davpt_seg.datasets import generate_toy_dataset
 from davpt_seg.utils import load_training_checkpoint
+from toy_run import save_toy_vit, toy_run_config
 
 ROOT = Path(__file__).resolve().parents[1]
 ITERS = 48  # two mapping updates (one epoch = 96 images / 4 = 24 iters)
@@ -44,27 +43,13 @@ def trained(tmp_path_factory):
     generate_toy_dataset(str(data))
     # A "pretrained" ViT in mmseg format (random: nothing can be downloaded)
     # so that the run exercises init_cfg=Pretrained and prompt-only loading.
-    torch.manual_seed(0)
-    vit = VisionTransformer(img_size=(64, 64), patch_size=8, embed_dims=96,
-                            num_layers=4, num_heads=4, mlp_ratio=2,
-                            patch_bias=True,
-                            norm_cfg=dict(type='LN', eps=1e-6))
-    vit.init_weights()
-    torch.save(vit.state_dict(), tmp / 'toy_vit.pth')
+    save_toy_vit(tmp / 'toy_vit.pth')
     cfg = tmp / 'toy_e2e.py'
-    cfg.write_text(f"""_base_ = [{str(ROOT / 'configs/davpt_setr_toy.py')!r}]
-data_root = {str(data)!r}
-model = dict(backbone=dict(init_cfg=dict(
+    cfg.write_text(toy_run_config(
+        data, ITERS, checkpoint_interval=ITERS, val_interval=ITERS,
+        logger_interval=8, extra=f"""model = dict(backbone=dict(init_cfg=dict(
     _delete_=True, type='Pretrained', checkpoint={str(tmp / 'toy_vit.pth')!r})))
-train_dataloader = dict(dataset=dict(data_root=data_root))
-val_dataloader = dict(dataset=dict(data_root=data_root))
-test_dataloader = val_dataloader
-train_cfg = dict(max_iters={ITERS}, val_interval={ITERS})
-param_scheduler = [dict(type='PolyLR', eta_min=1e-4, power=0.9, begin=0,
-                        end={ITERS}, by_epoch=False)]
-default_hooks = dict(checkpoint=dict(interval={ITERS}),
-                     logger=dict(interval=8))
-""")
+"""))
     work = tmp / 'work'
     out = run(['tools/train.py', cfg, '--work-dir', work], ROOT)
     return dict(tmp=tmp, cfg=cfg, work=work, log=out,
