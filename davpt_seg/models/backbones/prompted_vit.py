@@ -515,6 +515,34 @@ class PromptedVisionTransformer(VisionTransformer):
             'model.backbone.init_cfg=dict(type=\'Pretrained\', '
             'checkpoint=PATH) at that file.')
 
+    def _check_fingerprint(self, record: dict, source: str) -> None:
+        """The frozen weights in use must be those the prompt-only checkpoint
+        was written with: equal SHA-256, or equal per-tensor sums up to float
+        rounding (:func:`summaries_match`)."""
+        params = dict(self.named_parameters())
+        frozen = {k: params[k] for k in self.frozen_state_keys()}
+        got, expected = frozen_weights_sha256(frozen), record['sha256']
+        if got == expected:
+            return
+        summary = record.get('summary')
+        if isinstance(summary, dict) and summaries_match(
+                frozen_weights_summary(frozen), summary):
+            print_log('Prompt-only checkpoint: the frozen weights from '
+                      f'{source} differ from the recorded ones only by '
+                      'float rounding (e.g. a position embedding resized '
+                      'on another machine); accepted',
+                      logger='current', level=logging.WARNING)
+            return
+        recorded = ' or '.join(self._recorded_paths(record)) or '?'
+        raise RuntimeError(
+            'This prompt-only checkpoint was trained on other frozen '
+            f'backbone weights than those loaded from {source}: '
+            f'SHA-256 of the frozen tensors {got[:16]}..., recorded '
+            f'in the checkpoint {expected[:16]}... (written with '
+            f'pretrained file {recorded}). Its predictions would be '
+            'silently wrong; set model.backbone.init_cfg to the '
+            'original pretrained file (and the same backbone config).')
+
     def _fill_from_pretrained(self, state_dict, prefix, keys, record=None):
         """Complete a prompt-only state dict with the pretrained weights
         and check them against the checkpoint's fingerprint, if any."""
@@ -525,32 +553,8 @@ class PromptedVisionTransformer(VisionTransformer):
         else:  # init_weights() ran (e.g. Runner.train before resuming)
             source = getattr(self, '_pretrained_source', None) or \
                 self._pretrained_path() or 'init_weights()'
-        expected = record.get('sha256') if record else None
-        if expected:
-            params = dict(self.named_parameters())
-            got = frozen_weights_sha256(
-                {k: params[k] for k in self.frozen_state_keys()})
-            summary = record.get('summary')
-            if got != expected and isinstance(summary, dict) and \
-                    summaries_match(frozen_weights_summary(
-                        {k: params[k] for k in self.frozen_state_keys()}),
-                        summary):
-                print_log('Prompt-only checkpoint: the frozen weights from '
-                          f'{source} differ from the recorded ones only by '
-                          'float rounding (e.g. a position embedding resized '
-                          'on another machine); accepted',
-                          logger='current', level=logging.WARNING)
-            elif got != expected:
-                recorded = ' or '.join(self._recorded_paths(record)) or '?'
-                raise RuntimeError(
-                    'This prompt-only checkpoint was trained on other frozen '
-                    f'backbone weights than those loaded from {source}: '
-                    f'SHA-256 of the frozen tensors {got[:16]}..., recorded '
-                    f'in the checkpoint {expected[:16]}... (written with '
-                    f'pretrained file {recorded}). Its predictions would be '
-                    'silently wrong; set model.backbone.init_cfg to the '
-                    'original pretrained file (and the same backbone config).'
-                )
+        if record and record.get('sha256'):
+            self._check_fingerprint(record, source)
         current = self.state_dict()
         for k in keys:
             state_dict[prefix + k] = current[k]
