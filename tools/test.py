@@ -15,11 +15,11 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.config import DictAction  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import davpt_seg  # noqa: F401,E402  (registration, safe checkpoint loading)
-from tools.train import (add_checkpoint_check,  # noqa: E402
+from tools.train import (add_checkpoint_check, load_config,  # noqa: E402
                          use_gloo_without_gpus)
 
 
@@ -84,16 +84,7 @@ def trigger_visualization_hook(cfg, args):
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
+    cfg = load_config(args)
 
     if args.show or args.show_dir:
         cfg = trigger_visualization_hook(cfg, args)

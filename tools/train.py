@@ -121,6 +121,21 @@ def add_checkpoint_check(cfg):
     cfg.custom_hooks = hooks
 
 
+def load_config(args) -> Config:
+    """``args.config`` with ``--cfg-options``, ``--launcher`` and the work
+    dir (CLI > config > ./work_dirs/<config name>), as mmseg's tools do."""
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(args.config))[0])
+    return cfg
+
+
 def enable_gradient_checkpointing(cfg):
     """``--with-cp``: recompute the backbone's layers (its ``with_cp``) and
     the heads' losses (``CheckpointEncoderDecoder``) in the backward pass.
@@ -138,17 +153,7 @@ def enable_gradient_checkpointing(cfg):
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-
-    # work_dir priority: CLI > config > ./work_dirs/<config name>
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
+    cfg = load_config(args)
 
     if args.amp:
         optim_wrapper = cfg.optim_wrapper.type
