@@ -11,7 +11,6 @@ the updated mapping, and that 2-process evaluation equals 1-process.
 """
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -32,20 +31,12 @@ NUM_CLASSES = 8
 
 sys.path.insert(0, str(TESTS))
 from davpt_probes import MAPPING_BUFFERS, digest  # noqa: E402
-from toy_run import toy_run_config  # noqa: E402
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
+from toy_run import (free_port, subprocess_env,  # noqa: E402
+                     toy_run_config)
 
 
 def run(args, timeout=300, **env):
-    env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1',
-               PYTHONWARNINGS='ignore', PY=sys.executable,
-               PYTHONPATH=os.pathsep.join(
-                   [str(TESTS), os.environ.get('PYTHONPATH', '')]), **env)
+    env = subprocess_env(PY=sys.executable, **env)
     proc = subprocess.run([str(a) for a in args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
     out = proc.stdout + proc.stderr

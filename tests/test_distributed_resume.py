@@ -26,7 +26,6 @@ is compared on rank 0, and on rank 1 only where the expected value is known.
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -49,7 +48,8 @@ RANKS = (0, 1)
 
 sys.path.insert(0, str(TESTS))
 from davpt_probes import MAPPING_BUFFERS, digest  # noqa: E402
-from toy_run import toy_run_config  # noqa: E402
+from toy_run import (assert_same_training_checkpoint,  # noqa: E402
+                     free_port, subprocess_env, toy_run_config)
 
 # Digests that every rank must share at every point (all but 'heads').
 SHARED_KEYS = ('prompts', 'optimizer', 'lr', 'scheduler', 'mapping', 'stats',
@@ -57,18 +57,8 @@ SHARED_KEYS = ('prompts', 'optimizer', 'lr', 'scheduler', 'mapping', 'stats',
 STATE_KEYS = SHARED_KEYS + ('heads', )
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 def _env():
-    return dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1',
-                PYTHONWARNINGS='ignore', PY=sys.executable,
-                PORT=str(free_port()),
-                PYTHONPATH=os.pathsep.join(
-                    [str(TESTS), os.environ.get('PYTHONPATH', '')]))
+    return subprocess_env(PY=sys.executable, PORT=str(free_port()))
 
 
 def dist_train(cfg, work, *extra, timeout=300):
@@ -327,14 +317,5 @@ def test_resumed_run_ends_bit_identical_to_the_uninterrupted_one(runs):
     # compared (it is not used in training and not saved)
     assert runs['full_state'][0]['end']['heads'] == \
         runs['resumed_state'][0]['end']['heads']
-    a = load_training_checkpoint(str(runs['full'] / f'iter_{ITERS}.pth'))
-    b = load_training_checkpoint(str(runs['cut'] / f'iter_{ITERS}.pth'))
-    assert a['state_dict'].keys() == b['state_dict'].keys()
-    for k, v in a['state_dict'].items():
-        assert torch.equal(v, b['state_dict'][k]), k
-    assert a['meta']['iter'] == b['meta']['iter'] == ITERS
-    assert a['param_schedulers'] == b['param_schedulers']
-    sa, sb = a['optimizer']['state'], b['optimizer']['state']
-    assert sa.keys() == sb.keys()
-    for i in sa:
-        assert torch.equal(sa[i]['momentum_buffer'], sb[i]['momentum_buffer'])
+    assert_same_training_checkpoint(runs['full'] / f'iter_{ITERS}.pth',
+                                    runs['cut'] / f'iter_{ITERS}.pth', ITERS)

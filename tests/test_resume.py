@@ -33,20 +33,14 @@ STALL = N + 2  # the killed run is stopped two iterations past the checkpoint
 
 sys.path.insert(0, str(TESTS))
 from davpt_probes import MAPPING_BUFFERS, digest  # noqa: E402
-from toy_run import toy_run_config  # noqa: E402
-
-
-def _env():
-    return dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1',
-                PYTHONWARNINGS='ignore',
-                PYTHONPATH=os.pathsep.join(
-                    [str(TESTS), os.environ.get('PYTHONPATH', '')]))
+from toy_run import (assert_same_training_checkpoint,  # noqa: E402
+                     subprocess_env, toy_run_config)
 
 
 def train(cfg, work, *extra, timeout=300):
     proc = subprocess.run(
         [sys.executable, 'tools/train.py', str(cfg), '--work-dir', str(work),
-         *extra], cwd=ROOT, env=_env(), capture_output=True, text=True,
+         *extra], cwd=ROOT, env=subprocess_env(), capture_output=True, text=True,
         timeout=timeout)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-8000:]
@@ -58,7 +52,7 @@ def train_and_kill(cfg, work, timeout=300):
     log = open(work.parent / 'killed.log', 'w')
     proc = subprocess.Popen(
         [sys.executable, 'tools/train.py', str(cfg), '--work-dir', str(work)],
-        cwd=ROOT, env=_env(), stdout=log, stderr=subprocess.STDOUT)
+        cwd=ROOT, env=subprocess_env(), stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.time() + timeout
         while not (work / 'stalled').exists():
@@ -163,17 +157,8 @@ def test_resumed_run_continues_exactly_like_the_uninterrupted_one(runs):
     assert end_full['iter'] == end_res['iter'] == ITERS
     for key in STATE_KEYS:
         assert end_full[key] == end_res[key], key
-    a = load_training_checkpoint(str(runs['full'] / f'iter_{ITERS}.pth'))
-    b = load_training_checkpoint(str(runs['cut'] / f'iter_{ITERS}.pth'))
-    assert a['state_dict'].keys() == b['state_dict'].keys()
-    for k, v in a['state_dict'].items():
-        assert torch.equal(v, b['state_dict'][k]), k
-    assert a['meta']['iter'] == b['meta']['iter'] == ITERS
-    assert a['param_schedulers'] == b['param_schedulers']
-    sa, sb = a['optimizer']['state'], b['optimizer']['state']
-    assert sa.keys() == sb.keys()
-    for i in sa:
-        assert torch.equal(sa[i]['momentum_buffer'], sb[i]['momentum_buffer'])
+    assert_same_training_checkpoint(runs['full'] / f'iter_{ITERS}.pth',
+                                    runs['cut'] / f'iter_{ITERS}.pth', ITERS)
 
 
 def test_checkpoint_at_a_due_update_is_consistent(runs):

@@ -1,14 +1,54 @@
 """Shared set-up of the tests that run ``tools/train.py`` on the toy config:
-the run's config text and a "pretrained" toy ViT (nothing can be
-downloaded, so tests make their own weights)."""
+the run's config text, a "pretrained" toy ViT (nothing can be downloaded, so
+tests make their own weights), the subprocesses' environment and the
+comparison of two runs' checkpoints."""
+import os
+import socket
 from pathlib import Path
 from typing import Optional
 
 import torch
 from mmseg.models.backbones import VisionTransformer
 
+from davpt_seg.utils import load_training_checkpoint
+
 ROOT = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
 TOY_CONFIG = ROOT / 'configs' / 'davpt_setr_toy.py'
+
+
+def subprocess_env(**extra) -> dict:
+    """Environment of a ``tools/`` subprocess: one thread, no warnings,
+    ``tests/`` on ``PYTHONPATH`` (for configs importing ``davpt_probes``),
+    plus ``extra``."""
+    return dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1',
+                PYTHONWARNINGS='ignore',
+                PYTHONPATH=os.pathsep.join(
+                    [str(TESTS), os.environ.get('PYTHONPATH', '')]),
+                **extra)
+
+
+def free_port() -> int:
+    """A free TCP port for a distributed launch (``PORT``)."""
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def assert_same_training_checkpoint(path_a, path_b, iters: int) -> None:
+    """Two runs' ``iter_{iters}.pth`` hold bit-identical weights, buffers,
+    optimizer momentum and scheduler states."""
+    a = load_training_checkpoint(str(path_a))
+    b = load_training_checkpoint(str(path_b))
+    assert a['state_dict'].keys() == b['state_dict'].keys()
+    for k, v in a['state_dict'].items():
+        assert torch.equal(v, b['state_dict'][k]), k
+    assert a['meta']['iter'] == b['meta']['iter'] == iters
+    assert a['param_schedulers'] == b['param_schedulers']
+    sa, sb = a['optimizer']['state'], b['optimizer']['state']
+    assert sa.keys() == sb.keys()
+    for i in sa:
+        assert torch.equal(sa[i]['momentum_buffer'], sb[i]['momentum_buffer'])
 
 
 def toy_run_config(data_root, iters: int, *, checkpoint_interval: int,
