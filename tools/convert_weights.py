@@ -2,7 +2,9 @@
 """Convert a pretrained ViT checkpoint to the davpt-seg / mmseg ViT keys.
 
 Supported sources: timm / PyTorch state dicts (``.pth``, ``.safetensors``),
-the original Google JAX ``.npz`` files, MAE and MoCo v3 checkpoints. The
+the original Google JAX ``.npz`` files, MAE and MoCo v3 checkpoints, and
+DINOv2 / DINOv2 with registers (timm or official facebookresearch/dinov2
+names; LayerScale folded exactly, registers kept as ``register_tokens``). The
 output is a plain ``{key: tensor}`` dict saved with ``torch.save`` that loads
 with ``torch.load(weights_only=True)`` and through
 ``init_cfg=dict(type='Pretrained', checkpoint=DST)``.
@@ -14,6 +16,8 @@ Examples::
         pretrain/mae_b16_512.pth --img-size 512
     python tools/convert_weights.py vit-b-300ep.pth.tar \\
         pretrain/mocov3_b16.pth --source mocov3
+    python tools/convert_weights.py dinov2_vits14_reg4_pretrain.pth \\
+        pretrain/dinov2_s14_reg4.pth --source dinov2
 
 See :mod:`davpt_seg.utils.vit_convert` for the key mapping.
 """
@@ -31,7 +35,8 @@ from davpt_seg.utils.vit_convert import (SOURCES, ConversionError,
 def parse_args(argv=None) -> argparse.Namespace:
     """Parse the command line (``argv`` defaults to ``sys.argv[1:]``)."""
     parser = argparse.ArgumentParser(
-        description='Convert timm / JAX (.npz) / MAE / MoCo v3 ViT weights '
+        description='Convert timm / JAX (.npz) / MAE / MoCo v3 / DINOv2 ViT '
+        'weights '
         "to mmseg VisionTransformer keys (davpt-seg's backbone).")
     parser.add_argument('src', help='source checkpoint (.pth, .pth.tar, '
                         '.bin, .safetensors or .npz)')

@@ -20,6 +20,11 @@ source      layout
             layout and are detected as ``timm``.
 ``mocov3``  MoCo v3 checkpoints: ``{'state_dict': {'module.base_encoder.*',
             'module.momentum_encoder.*', 'module.predictor.*'}}``.
+``dinov2``  DINOv2 (and DINOv2 with registers), in timm names or the
+            facebookresearch/dinov2 release's: LayerScale is folded
+            exactly into ``attn.proj`` / ``mlp.fc2``, register tokens
+            become ``register_tokens``, ``mask_token`` is dropped. See
+            :mod:`davpt_seg.utils.convert_dinov2`.
 ==========  ============================================================
 
 Every source is first brought to timm's key names (the de-facto standard),
@@ -78,7 +83,7 @@ __all__ = [
 ]
 
 #: Source formats understood by :func:`convert_state_dict`.
-SOURCES = ('timm', 'jax', 'mae', 'mocov3')
+SOURCES = ('timm', 'jax', 'mae', 'mocov3', 'dinov2')
 
 _TORCH_EXTS = ('.pth', '.pt', '.bin', '.tar', '.ckpt')
 _BLOCK_RE = re.compile(r'^blocks\.(\d+)\.(.+)$')
@@ -152,6 +157,7 @@ class ViTSpec:
             (``'norm'`` or ``'fc_norm'``), None if absent.
         pre_norm (bool): Whether the source had a pre-transformer norm.
         dtype (torch.dtype): Dtype of the weights.
+        num_register_tokens (int): Register tokens (DINOv2 with registers).
     """
     depth: int
     embed_dims: int
@@ -165,6 +171,7 @@ class ViTSpec:
     final_norm: Optional[str] = 'norm'
     pre_norm: bool = False
     dtype: torch.dtype = torch.float32
+    num_register_tokens: int = 0
 
     @property
     def mlp_ratio(self) -> float:
@@ -366,6 +373,9 @@ def _looks_like(keys: Sequence[str]) -> Optional[str]:
         return 'mocov3'
     if 'patch_embed.proj.weight' in keyset and any(
             k.startswith('blocks.') for k in keys):
+        from davpt_seg.utils.convert_dinov2 import is_dinov2_keys
+        if is_dinov2_keys(keys):  # before MAE: DINOv2 has a mask_token too
+            return 'dinov2'
         if 'mask_token' in keyset or any(
                 k.startswith('decoder_') for k in keys):
             return 'mae'
@@ -418,9 +428,10 @@ def detect_source(obj: Any, container: str = 'torch',
     source = _looks_like(list(sd))
     if source is None:
         raise ConversionError(
-            f'{name}: cannot detect the checkpoint format; expected timm/MAE '
-            "ViT keys ('patch_embed.proj.weight', 'blocks.N.*'), MoCo v3 keys "
-            "('module.base_encoder.*') or a JAX .npz, but "
+            f'{name}: cannot detect the checkpoint format; expected '
+            "timm/MAE/DINOv2 ViT keys ('patch_embed.proj.weight', "
+            "'blocks.N.*'), MoCo v3 keys ('module.base_encoder.*') or a JAX "
+            ".npz, but "
             f'{_describe_unknown(list(sd))}')
     return source
 
@@ -843,7 +854,8 @@ def resize_pos_embed(pos_embed: torch.Tensor, src_grid: Tuple[int, int],
 # Entry points
 # --------------------------------------------------------------------------
 _COMPATIBLE = {'timm': ('timm', ), 'mae': ('mae', 'timm'),
-               'mocov3': ('mocov3', ), 'jax': ('jax', )}
+               'mocov3': ('mocov3', ), 'jax': ('jax', ),
+               'dinov2': ('dinov2', )}
 
 
 def convert_state_dict(obj: Any,
@@ -906,6 +918,12 @@ def convert_state_dict(obj: Any,
                 f'{name}: an .npz file can only be converted with --source '
                 'jax (or auto)')
         sd, dropped, notes = _select(_unwrap(obj, name), source, name)
+    registers = None
+    if source == 'dinov2':
+        from davpt_seg.utils.convert_dinov2 import dinov2_to_timm
+        sd, registers, more_dropped, more_notes = dinov2_to_timm(sd, name)
+        dropped += more_dropped
+        notes += more_notes
     spec = _validate_timm(sd, name, num_heads)
 
     if patch_size is not None and int(patch_size) != spec.patch_size:
@@ -914,6 +932,10 @@ def convert_state_dict(obj: Any,
             f'--patch-size {patch_size} was given (patch embeddings are not '
             'resampled)')
     out = timm_to_mmseg(sd, spec.depth)
+    if registers is not None:
+        from davpt_seg.utils.convert_dinov2 import add_register_tokens
+        out = add_register_tokens(out, registers)
+        spec.num_register_tokens = registers.shape[1]
     src_grid = spec.pos_grid
     if img_size is not None:
         if isinstance(img_size, int):
@@ -1050,6 +1072,9 @@ def format_summary(result: ConversionResult, dst: Optional[str] = None,
         f'  dtype         : {str(s.dtype).replace("torch.", "")}',
         f'  tensors       : {len(result.state_dict)}',
     ]
+    if s.num_register_tokens:
+        lines.insert(-2, f'  registers     : {s.num_register_tokens} '
+                     '(register_tokens, no position embedding)')
     if result.dropped:
         lines.append(f'  dropped       : {len(result.dropped)} tensors: '
                      f'{_summarise_keys(result.dropped)}')
@@ -1059,7 +1084,9 @@ def format_summary(result: ConversionResult, dst: Optional[str] = None,
         '  backbone cfg  : dict(img_size={}, patch_size={}, embed_dims={}, '
         'num_layers={}, num_heads={}, mlp_ratio={}, qkv_bias=True, '
         'patch_bias=True, final_norm={}, pre_norm={}, with_cls_token=True, '
-        "norm_cfg=dict(type='LN', eps=1e-6))".format(
+        "norm_cfg=dict(type='LN', eps=1e-6){})".format(
             img, s.patch_size, s.embed_dims, s.depth, cfg_heads, ratio_s,
-            s.final_norm is not None, s.pre_norm))
+            s.final_norm is not None, s.pre_norm,
+            f', num_register_tokens={s.num_register_tokens}'
+            if s.num_register_tokens else ''))
     return '\n'.join(lines)
