@@ -5,6 +5,10 @@ Sequence layout of layer ``l`` (``with_cls_token=True``)::
 
     [CLS (1) | prompts of layer l (P_l) | image tokens (N)]   ->  B x (1+P_l+N) x C
 
+With ``num_register_tokens=R`` (DINOv2 with registers) R frozen pretrained
+register tokens follow [CLS] in every layer (``lead = 1 + R`` tokens before
+the image tokens, no position embedding); they are never output.
+
 Every layer gets fresh learnable prompts; their outputs are dropped after the
 layer. ``guided_layers`` hold ``num_proxy_prompts`` class-assigned prompts
 (the proxies of the DA-VPT metric losses), every other layer holds
@@ -156,6 +160,14 @@ class PromptedVisionTransformer(VisionTransformer):
         frozen_exclude (list[str]): substrings of extra backbone parameter
             names to keep trainable (e.g. ``['cls_token']``). mmseg's default
             ``['all']`` means nothing extra here. Default: ['all'].
+        num_register_tokens (int): R pretrained register tokens (DINOv2 with
+            registers; ``tools/convert_weights.py`` writes them as
+            ``register_tokens`` [1, R, C]). They are a frozen parameter,
+            inserted after [CLS] (at the front without [CLS]) once the
+            position embedding is added (registers get none), attend and
+            are updated like every token in every layer, and are excluded
+            from the outputs. 0 adds no parameter (same keys as mmseg's ViT).
+            Default: 0.
         **kwargs: every argument of mmseg's ``VisionTransformer``.
     """
 
@@ -170,8 +182,13 @@ class PromptedVisionTransformer(VisionTransformer):
                  prompt_drop_rate: float = 0.,
                  prompt_norm: str = 'none',
                  frozen_exclude: Sequence[str] = ('all', ),
+                 num_register_tokens: int = 0,
                  **kwargs):
         super().__init__(frozen_exclude=['all'], **kwargs)
+        if isinstance(num_register_tokens, bool) or not isinstance(
+                num_register_tokens, int) or num_register_tokens < 0:
+            raise ValueError('num_register_tokens must be an int >= 0, got '
+                             f'{num_register_tokens!r}')
         num_layers = len(self.layers)
         embed_dims = self.cls_token.shape[-1]
         guided_layers = [int(i) for i in (guided_layers or ())]
@@ -186,6 +203,12 @@ class PromptedVisionTransformer(VisionTransformer):
         self.num_classes = num_classes
         self.tune_kv_bias = tune_kv_bias
         self.frozen_exclude = [n for n in frozen_exclude if n != 'all']
+        self.num_register_tokens = num_register_tokens
+        # Frozen like every pretrained weight (see _is_trainable); None for
+        # R = 0 so that the state-dict keys stay mmseg's.
+        self.register_tokens = nn.Parameter(
+            torch.zeros(1, num_register_tokens, embed_dims)) \
+            if num_register_tokens else None
 
         unguided = [i for i in range(num_layers) if i not in guided_layers]
         # layer index -> ('proxy' | 'plain', row in the stacked tensor)
@@ -297,6 +320,8 @@ class PromptedVisionTransformer(VisionTransformer):
             # Random init (mmseg's jax_impl) of the pretrained-weight slots;
             # prompts were initialised in __init__ and are left alone.
             super().init_weights()
+            if self.register_tokens is not None:
+                nn.init.trunc_normal_(self.register_tokens, std=.02)
             return
         path = self.init_cfg['checkpoint']
         state_dict = load_weights(path, map_location='cpu')
@@ -369,7 +394,8 @@ class PromptedVisionTransformer(VisionTransformer):
                     more = f' (+{len(items) - 8} more)' if len(items) > 8 \
                         else ''
                     lines.append(f'  {title}: {shown}{more}')
-            lines.append('  Convert timm/JAX/MAE/MoCo v3 weights with '
+            lines += self._register_hint(state_dict)
+            lines.append('  Convert timm/JAX/MAE/MoCo v3/DINOv2 weights with '
                          'tools/convert_weights.py and check embed_dims, '
                          'num_layers, patch_size and patch_bias.')
             raise RuntimeError('\n'.join(lines))
@@ -380,6 +406,24 @@ class PromptedVisionTransformer(VisionTransformer):
         self._pretrained_source = source
         print_log(f'Loaded {len(expected)} pretrained backbone tensors from '
                   f'{source}', logger='current')
+
+    def _register_hint(self, state_dict: Mapping[str, torch.Tensor]
+                       ) -> List[str]:
+        """A line for load errors where the checkpoint's register tokens
+        (``register_tokens`` [1, R, C]) do not fit ``num_register_tokens``."""
+        reg = state_dict.get('register_tokens')
+        have = reg.shape[1] if isinstance(reg, torch.Tensor) and \
+            reg.ndim == 3 else 0
+        if have == self.num_register_tokens:
+            return []
+        if have:
+            return [f'  the checkpoint has {have} register tokens (DINOv2 '
+                    f'with registers): set num_register_tokens={have} '
+                    f'(now {self.num_register_tokens})']
+        return [f'  the backbone has num_register_tokens='
+                f'{self.num_register_tokens} but the checkpoint has no '
+                "'register_tokens': use DINOv2-with-registers weights or set "
+                'num_register_tokens=0']
 
     def _pretrained_path(self) -> Optional[str]:
         if isinstance(self.init_cfg, dict) and \
@@ -633,6 +677,27 @@ class PromptedVisionTransformer(VisionTransformer):
             out = [out, x[:, 0]]
         return out
 
+    def _embed(self, inputs: torch.Tensor, with_cls: bool):
+        """Tokens entering the first layer: [B, lead + N, C] =
+        ([CLS] if ``with_cls``, registers, image tokens), and the patch grid.
+
+        Position embeddings are added to [CLS] and the image tokens before
+        the registers are inserted (DINOv2 / timm); ``pre_norm`` follows.
+        """
+        B = inputs.shape[0]
+        x, hw_shape = self.patch_embed(inputs)
+        x = torch.cat((self.cls_token.expand(B, -1, -1), x), dim=1)
+        x = self._pos_embeding(x, hw_shape, self.pos_embed)
+        if not with_cls:
+            x = x[:, 1:]
+        if self.register_tokens is not None:
+            n = 1 if with_cls else 0
+            x = torch.cat((x[:, :n], self.register_tokens.expand(B, -1, -1),
+                           x[:, n:]), dim=1)
+        if self.pre_norm:
+            x = self.pre_ln(x)
+        return x, hw_shape
+
     def forward(self, inputs: torch.Tensor):
         """
         Args:
@@ -644,14 +709,9 @@ class PromptedVisionTransformer(VisionTransformer):
             features are kept for :meth:`pop_guided_features`.
         """
         B = inputs.shape[0]
-        x, hw_shape = self.patch_embed(inputs)
-        x = torch.cat((self.cls_token.expand(B, -1, -1), x), dim=1)
-        x = self._pos_embeding(x, hw_shape, self.pos_embed)
-        if not self.with_cls_token:
-            x = x[:, 1:]
-        if self.pre_norm:
-            x = self.pre_ln(x)
-        lead = 1 if self.with_cls_token else 0
+        x, hw_shape = self._embed(inputs, self.with_cls_token)
+        # [CLS] (index 0) and registers precede the image tokens.
+        lead = int(self.with_cls_token) + self.num_register_tokens
         collect = self.training and self.collect_guided_features
         self._guided_features = None
         guided = {}
@@ -705,14 +765,10 @@ class PromptedVisionTransformer(VisionTransformer):
         the initial class->prompt mapping)."""
         if not self.with_cls_token:
             raise RuntimeError('forward_cls needs with_cls_token=True')
-        B = inputs.shape[0]
-        x, hw_shape = self.patch_embed(inputs)
-        x = torch.cat((self.cls_token.expand(B, -1, -1), x), dim=1)
-        x = self._pos_embeding(x, hw_shape, self.pos_embed)
-        if self.pre_norm:
-            x = self.pre_ln(x)
+        x, _ = self._embed(inputs, True)
+        lead = 1 + self.num_register_tokens
         for i in range(len(self.layers)):
-            x = self._layer_forward(i, x, None, 1, False)
+            x = self._layer_forward(i, x, None, lead, False)
         if self.final_norm:
             x = self.norm1(x)
         return x[:, 0]
