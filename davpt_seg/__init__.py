@@ -13,7 +13,7 @@ It also installs, deliberately and idempotently:
 * a filter for mmengine's one-WARNING-per-frozen-parameter log lines (see
   ``davpt_seg.engine.optim_log``).
 """
-from . import datasets, engine, models, utils  # noqa: F401  (registration)
+from . import datasets, engine, evaluation, models, utils  # noqa: F401
 from .engine import install_frozen_param_log_filter
 from .utils import install_checkpoint_loader
 from .version import __version__

@@ -1,0 +1,154 @@
+# Copyright (c) davpt-seg contributors. Apache-2.0.
+"""Reading mmengine run folders and writing the accuracy bench's report."""
+import glob
+import json
+import os.path as osp
+import statistics
+from typing import Dict, List, Optional
+
+#: Order of the report's rows.
+ROW_ORDER = ('heads', 'vpt', 'davpt', 'davptplus', 'davpt_kpp', 'davpt_g4',
+             'full')
+
+
+def read_train_log(run_dir: str) -> List[dict]:
+    """Training entries of mmengine's ``*/vis_data/scalars.json`` files
+    under ``run_dir`` (one per start, e.g. after a resume), merged by
+    iteration (a later start overrides), sorted by ``step``."""
+    by_step = {}
+    files = sorted(glob.glob(osp.join(run_dir, '*', 'vis_data',
+                                      'scalars.json')))
+    for path in files:
+        with open(path, encoding='utf-8') as f:
+            for line in f:
+                entry = json.loads(line)
+                if 'loss' in entry and 'step' in entry:
+                    by_step[int(entry['step'])] = entry
+    return [by_step[k] for k in sorted(by_step)]
+
+
+def median_step_time(entries: List[dict]) -> Optional[float]:
+    """Median ``time`` (seconds per iteration, averaged by mmengine over
+    each log interval) without the first interval (warm-up)."""
+    times = [e['time'] for e in entries[1:] if 'time' in e]
+    return float(statistics.median(times)) if times else None
+
+
+def read_test_metrics(test_dir: str) -> Dict[str, float]:
+    """Metrics of the newest ``tools/test.py --work-dir test_dir`` run
+    (mmengine writes ``test_dir/<stamp>/<stamp>.json``)."""
+    files = glob.glob(osp.join(test_dir, '*', '*.json'))
+    if not files:
+        raise FileNotFoundError(f'no test metrics under {test_dir}')
+    with open(max(files, key=osp.getmtime), encoding='utf-8') as f:
+        return json.load(f)
+
+
+def summarise(runs: List[dict]) -> Dict[str, dict]:
+    """Per variant: mean, sample std (0 for one seed) and n of mIoU, the
+    mean per-class IoU, trainable share and median step time."""
+    out = {}
+    for variant in sorted({r['variant'] for r in runs}, key=_row_key):
+        rows = [r for r in runs if r['variant'] == variant]
+        mious = [r['mIoU'] for r in rows]
+        classes = sorted({c for r in rows for c in r['class_iou']})
+        out[variant] = dict(
+            mIoU_mean=statistics.fmean(mious),
+            mIoU_std=statistics.stdev(mious) if len(mious) > 1 else 0.,
+            n=len(mious),
+            seeds=[r['seed'] for r in rows],
+            aAcc_mean=statistics.fmean(r['aAcc'] for r in rows),
+            class_iou_mean={
+                c: statistics.fmean(r['class_iou'][c] for r in rows
+                                    if c in r['class_iou'])
+                for c in classes},
+            trainable_params=rows[0]['trainable_params'],
+            total_params=rows[0]['total_params'],
+            step_time_median=_median_or_none(
+                [r['step_time'] for r in rows]))
+    return out
+
+
+def _row_key(variant: str):
+    return (ROW_ORDER.index(variant) if variant in ROW_ORDER
+            else len(ROW_ORDER), variant)
+
+
+def _median_or_none(values):
+    values = [v for v in values if v is not None]
+    return float(statistics.median(values)) if values else None
+
+
+def format_markdown(results: dict) -> str:
+    """The report's tables: one row per variant, per-class IoU, runs."""
+    summary, settings = results['summary'], results['settings']
+    lines = [
+        f"Preset `{settings['preset']}`, evaluated on `{settings['eval_split']}`"
+        f" ({settings['iters']} iterations, batch "
+        f"{settings['batch_size']}, crop {settings['crop']}, test scale "
+        f"{settings['scale']}).", '',
+        '| variant | trainable | mIoU (mean ± std, n) | seeds | aAcc | '
+        'step (s) |', '|---|---|---|---|---|---|']
+    for variant, s in summary.items():
+        share = 100. * s['trainable_params'] / s['total_params']
+        seeds = ', '.join(f"{r['mIoU']:.2f}" for r in results['runs']
+                          if r['variant'] == variant)
+        step = '-' if s['step_time_median'] is None else \
+            f"{s['step_time_median']:.2f}"
+        lines.append(
+            f"| {variant} | {s['trainable_params'] / 1e6:.3f}M "
+            f"({share:.2f} %) | {s['mIoU_mean']:.2f} ± {s['mIoU_std']:.2f} "
+            f"({s['n']}) | {seeds} | {s['aAcc_mean']:.2f} | {step} |")
+    classes = sorted({c for s in summary.values() for c in s['class_iou_mean']},
+                     key=lambda c: results.get('classes', []).index(c)
+                     if c in results.get('classes', []) else 99)
+    if classes:
+        lines += ['', 'Per-class IoU (mean over seeds):', '',
+                  '| variant | ' + ' | '.join(classes) + ' |',
+                  '|---|' + '---|' * len(classes)]
+        for variant, s in summary.items():
+            cells = [f"{s['class_iou_mean'][c]:.1f}"
+                     if c in s['class_iou_mean'] else '-' for c in classes]
+            lines.append(f'| {variant} | ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines) + '\n'
+
+
+def plot_results(results: dict, path: str) -> None:
+    """``path``: mIoU per variant (every seed a point, the mean a bar) and
+    the training loss curves (mean over seeds) side by side."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    summary, runs = results['summary'], results['runs']
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    names = list(summary)
+    means = [summary[v]['mIoU_mean'] for v in names]
+    stds = [summary[v]['mIoU_std'] for v in names]
+    ax1.bar(range(len(names)), means, yerr=stds, color='#9ecae1',
+            capsize=4, label='mean ± std')
+    for i, variant in enumerate(names):
+        pts = [r['mIoU'] for r in runs if r['variant'] == variant]
+        ax1.scatter([i] * len(pts), pts, color='#08519c', zorder=3, s=18,
+                    label='one seed' if i == 0 else None)
+    low = min(r['mIoU'] for r in runs)
+    ax1.set_ylim(max(0., low - 5.), None)
+    ax1.set_xticks(range(len(names)), names)
+    ax1.set_ylabel(f"mIoU on {results['settings']['eval_split']} (%)")
+    ax1.set_title('CamVid, DINOv2-S/14: mIoU per variant')
+    ax1.legend(loc='lower right')
+    for variant in names:
+        curves = [r['loss_curve'] for r in runs if r['variant'] == variant]
+        steps = sorted(set.intersection(*[set(c) for c in curves]),
+                       key=int) if curves else []
+        if steps:
+            ax2.plot([int(s) for s in steps],
+                     [statistics.fmean(c[s] for c in curves) for s in steps],
+                     label=variant)
+    ax2.set_xlabel('iteration')
+    ax2.set_ylabel('training loss (sum of the loss terms)')
+    ax2.set_title('Training loss, mean over seeds')
+    ax2.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

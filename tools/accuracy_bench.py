@@ -1,0 +1,226 @@
+# Copyright (c) davpt-seg contributors. Apache-2.0.
+"""Real-data accuracy bench: DA-VPT and its baselines on CamVid.
+
+    python tools/accuracy_bench.py --data-root ../shared/data/camvid \\
+        --weights ../shared/data/weights/dinov2_vits14_imgfocus.pth \\
+        [--variants heads,vpt,davpt,davptplus,full] [--seeds 0,1,2] \\
+        [--preset cpu|gpu|smoke] [--iters N] [--eval-split val|test] \\
+        [--work-dir DIR]
+
+Each variant x seed is trained with ``tools/train.py`` on a child of the
+shipped ``configs/camvid`` config (``WORK_DIR/configs``), its last checkpoint
+evaluated with ``tools/test.py`` on ``--eval-split``; the report is
+``WORK_DIR/results.{json,md,png}``. Resumable: a finished run is not rerun, a
+killed one continues from its last checkpoint. ``--preset smoke`` without
+``--data-root`` generates CamVid-layout toy data and uses a tiny random ViT.
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import platform
+import subprocess
+import sys
+import time
+
+import torch
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+if ROOT not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, ROOT)
+
+from davpt_seg.bench import (PRESETS, VARIANTS, child_config,  # noqa: E402
+                             format_markdown, median_step_time,
+                             plot_results, read_test_metrics,
+                             read_train_log, summarise)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--data-root', help='CamVid in the SegNet layout '
+                        '(train/, trainannot/, val/, valannot/[, test/])')
+    parser.add_argument('--weights', help='pretrained DINOv2 ViT-S/14 '
+                        '(timm or official names; converted once)')
+    parser.add_argument('--variants', default=','.join(VARIANTS),
+                        help='comma-separated; also davpt_kpp, davpt_g4 '
+                        '(default: %(default)s)')
+    parser.add_argument('--seeds', default='0,1,2',
+                        help='comma-separated (default: %(default)s)')
+    parser.add_argument('--preset', default='cpu', choices=sorted(PRESETS))
+    parser.add_argument('--iters', type=int,
+                        help='training iterations (default: the preset\'s)')
+    parser.add_argument('--eval-split', default='val',
+                        choices=('val', 'test'))
+    parser.add_argument('--work-dir', default='work_dirs/accuracy_bench')
+    args = parser.parse_args(argv)
+    args.variants = [v for v in args.variants.split(',') if v]
+    args.seeds = [int(s) for s in args.seeds.split(',') if s != '']
+    if not args.variants or not args.seeds:
+        parser.error('--variants and --seeds must not be empty')
+    if args.iters is not None and args.iters < 1:
+        parser.error('--iters must be >= 1')
+    return args
+
+
+def prepare_data(args) -> str:
+    """The data root: ``--data-root`` (checked), or generated toy data for
+    the smoke preset."""
+    if args.data_root is None:
+        if args.preset != 'smoke':
+            sys.exit('error: --data-root is required (CamVid in the SegNet '
+                     'layout, e.g. ../shared/data/camvid)')
+        from davpt_seg.datasets.camvid_like import generate_camvid_like
+        root = osp.join(args.work_dir, 'smoke_data')
+        generate_camvid_like(root, dict(train=8, val=4, test=4), img_size=64)
+        return root
+    needed = ['train', 'trainannot', args.eval_split,
+              args.eval_split + 'annot']
+    missing = [d for d in needed if not osp.isdir(osp.join(args.data_root, d))]
+    if missing:
+        sys.exit(f'error: {args.data_root} lacks {", ".join(missing)} '
+                 '(expected the SegNet CamVid layout)')
+    return args.data_root
+
+
+def prepare_weights(args):
+    """Converted weights in ``WORK_DIR/weights`` (None: random ViT, smoke
+    preset only)."""
+    if args.weights is None:
+        if args.preset != 'smoke':
+            sys.exit('error: --weights is required (a DINOv2 ViT-S/14 '
+                     'checkpoint, e.g. ../shared/data/weights/'
+                     'dinov2_vits14_imgfocus.pth)')
+        return None
+    if not osp.isfile(args.weights):
+        sys.exit(f'error: --weights {args.weights}: no such file')
+    dst = osp.join(args.work_dir, 'weights',
+                   osp.splitext(osp.basename(args.weights))[0] + '_mmseg.pth')
+    if not osp.isfile(dst):
+        from davpt_seg.utils.vit_convert import convert_file
+        result = convert_file(args.weights, source='auto')
+        os.makedirs(osp.dirname(dst), exist_ok=True)
+        torch.save(dict(result.state_dict), dst + '.tmp')
+        os.replace(dst + '.tmp', dst)
+        print(f'converted {args.weights} -> {dst}', flush=True)
+    return dst
+
+
+def run_tool(args, tool: str, cmd_args, log_path: str) -> None:
+    """Run ``tools/<tool>`` in a subprocess (its output to ``log_path``)."""
+    env = dict(os.environ)
+    threads = PRESETS[args.preset].threads
+    if threads:
+        env.setdefault('OMP_NUM_THREADS', str(threads))
+        env.setdefault('MKL_NUM_THREADS', str(threads))
+    cmd = [sys.executable, osp.join(ROOT, 'tools', tool)] + cmd_args
+    with open(log_path, 'a', encoding='utf-8') as log:
+        code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT,
+                               env=env, cwd=ROOT)
+    if code != 0:
+        sys.exit(f'error: {" ".join(cmd)} failed ({code}); see {log_path}')
+
+
+def count_params(config: str):
+    """(trainable, total) parameters of the config's model, as built."""
+    from mmengine.config import Config
+    from mmseg.registry import MODELS
+    from mmseg.utils import register_all_modules
+    register_all_modules(init_default_scope=True)
+    model = MODELS.build(Config.fromfile(config).model)
+    return (sum(p.numel() for p in model.parameters() if p.requires_grad),
+            sum(p.numel() for p in model.parameters()))
+
+
+def one_run(args, variant: str, seed: int, config: str, iters: int) -> dict:
+    """Train (or resume) and test one variant x seed; returns its record,
+    cached in ``RUN_DIR/result.json``."""
+    run_dir = osp.join(args.work_dir, 'runs', f'{variant}_seed{seed}')
+    result_file = osp.join(run_dir, 'result.json')
+    if osp.isfile(result_file):
+        print(f'{variant} seed {seed}: done before, skipped', flush=True)
+        with open(result_file, encoding='utf-8') as f:
+            return json.load(f)
+    os.makedirs(run_dir, exist_ok=True)
+    log = osp.join(run_dir, 'bench.log')
+    ckpt = osp.join(run_dir, f'iter_{iters}.pth')
+    start = time.time()
+    if not osp.isfile(ckpt):
+        print(f'{variant} seed {seed}: training', flush=True)
+        run_tool(args, 'train.py', [
+            config, '--work-dir', run_dir, '--resume', '--cfg-options',
+            f'randomness.seed={seed}'], log)
+    run_tool(args, 'test.py', [config, ckpt, '--work-dir',
+                               osp.join(run_dir, 'test')], log)
+    metrics = read_test_metrics(osp.join(run_dir, 'test'))
+    entries = read_train_log(run_dir)
+    trainable, total = count_params(config)
+    record = dict(
+        variant=variant, seed=seed, iters=iters, mIoU=metrics['mIoU'],
+        aAcc=metrics['aAcc'], mAcc=metrics['mAcc'],
+        class_iou={k[4:]: v for k, v in metrics.items()
+                   if k.startswith('IoU.')},
+        trainable_params=trainable, total_params=total,
+        step_time=median_step_time(entries),
+        loss_curve={str(e['step']): e['loss'] for e in entries},
+        wall_time_s=round(time.time() - start, 1))
+    with open(result_file + '.tmp', 'w', encoding='utf-8') as f:
+        json.dump(record, f, indent=1)
+    os.replace(result_file + '.tmp', result_file)
+    print(f"{variant} seed {seed}: mIoU {record['mIoU']:.2f} "
+          f"({record['wall_time_s']:.0f} s)", flush=True)
+    return record
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    preset = PRESETS[args.preset]
+    iters = args.iters or preset.iters
+    os.makedirs(osp.join(args.work_dir, 'configs'), exist_ok=True)
+    data_root = prepare_data(args)
+    weights = prepare_weights(args)
+    configs = {}
+    for variant in args.variants:
+        configs[variant] = osp.join(args.work_dir, 'configs',
+                                    f'{variant}.py')
+        with open(configs[variant], 'w', encoding='utf-8') as f:
+            f.write(child_config(variant, preset, data_root, weights,
+                                 args.eval_split, iters))
+    start = time.time()
+    runs = [one_run(args, v, s, configs[v], iters)
+            for s in args.seeds for v in args.variants]  # seed-major order
+    results = dict(
+        runs=runs, summary=summarise(runs),
+        classes=list(_class_names()),
+        settings=dict(
+            preset=args.preset, iters=iters, eval_split=args.eval_split,
+            batch_size=preset.batch_size, crop=list(preset.crop),
+            scale=list(preset.scale), data_root=osp.abspath(data_root),
+            weights=args.weights, variants=args.variants, seeds=args.seeds,
+            command=' '.join([osp.relpath(__file__, ROOT)] +
+                             (argv if argv is not None else sys.argv[1:]))),
+        machine=dict(
+            platform=platform.platform(), processor=platform.processor(),
+            cpu_count=os.cpu_count(), torch=torch.__version__,
+            cuda=torch.cuda.is_available(),
+            threads=preset.threads),
+        time=dict(this_invocation_s=round(time.time() - start, 1),
+                  sum_of_run_wall_times_s=round(
+                      sum(r['wall_time_s'] for r in runs), 1)))
+    out = osp.join(args.work_dir, 'results')
+    with open(out + '.json', 'w', encoding='utf-8') as f:
+        json.dump(results, f, indent=1)
+    with open(out + '.md', 'w', encoding='utf-8') as f:
+        f.write(format_markdown(results))
+    plot_results(results, out + '.png')
+    print(format_markdown(results))
+    print(f'wrote {out}.json, {out}.md, {out}.png')
+    return 0
+
+
+def _class_names():
+    from davpt_seg.datasets import CamVidDataset
+    return CamVidDataset.METAINFO['classes']
+
+
+if __name__ == '__main__':
+    sys.exit(main())
