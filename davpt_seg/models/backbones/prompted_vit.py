@@ -21,6 +21,7 @@ import hashlib
 import inspect
 import logging
 import math
+import os
 from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence
 
 import torch
@@ -34,6 +35,16 @@ from mmseg.registry import MODELS
 from davpt_seg.utils.checkpoint import load_weights
 
 PROMPT_NORMS = ('none', 'l2', 'layer')
+#: Environment variable naming the pretrained file of a prompt-only
+#: checkpoint, for loaders that clear ``init_cfg`` (``mmseg.apis.init_model``,
+#: ``MMSegInferencer``). Checked against the checkpoint's fingerprint.
+PRETRAINED_ENV_VAR = 'DAVPT_PRETRAINED'
+#: How to point a prompt-only checkpoint at its pretrained file.
+_POINT_AT_PRETRAINED = (
+    "Point model.backbone.init_cfg=dict(type='Pretrained', checkpoint=PATH) "
+    'at that file (tools/test.py, the Runner), or set the environment '
+    f'variable {PRETRAINED_ENV_VAR}=PATH (works with every loader, also '
+    'mmseg.apis.init_model and MMSegInferencer, which clear init_cfg).')
 #: Key of a prompt-only checkpoint's record of its frozen weights, in the
 #: backbone's entry of the state dict's ``_metadata`` (see
 #: ``PromptedVisionTransformer._load_from_state_dict``): ``dict(checkpoint=
@@ -461,8 +472,8 @@ class PromptedVisionTransformer(VisionTransformer):
           those callers never run ``init_weights()``, and testing prompts on
           a random ViT gives near-zero mIoU without any error. Sources, in
           order: the file of ``init_cfg``; else (``init_cfg`` cleared, as
-          ``init_model`` does, or its file missing) the file recorded in the
-          checkpoint. If the checkpoint records a fingerprint of the frozen
+          ``init_model`` does, or its file missing) ``$DAVPT_PRETRAINED``,
+          then the file recorded in the checkpoint. If the checkpoint records a fingerprint of the frozen
           weights, the weights in use must match it. See
           :func:`_fill_from_pretrained`.
         * This class's own keys (prompts, K/V offsets, prompt norm, mapping
@@ -534,12 +545,17 @@ class PromptedVisionTransformer(VisionTransformer):
 
     def _restore_pretrained(self, record: Optional[dict]) -> str:
         """Load the frozen weights for a prompt-only state dict; returns the
-        file used. ``init_cfg``'s file first, then the recorded ones."""
+        file used. ``init_cfg``'s file first, then ``$DAVPT_PRETRAINED``,
+        then the recorded ones."""
         candidates = []  # (path, prefix, where the path comes from)
         if self._pretrained_path() is not None:
             candidates.append((self._pretrained_path(),
                                self.init_cfg.get('prefix'),
                                'model.backbone.init_cfg'))
+        if os.environ.get(PRETRAINED_ENV_VAR):
+            candidates.append((os.environ[PRETRAINED_ENV_VAR],
+                               (record or {}).get('prefix'),
+                               f'${PRETRAINED_ENV_VAR}'))
         for path in self._recorded_paths(record):
             if path not in [c[0] for c in candidates]:
                 candidates.append((path, record.get('prefix'),
@@ -550,9 +566,8 @@ class PromptedVisionTransformer(VisionTransformer):
                 'mapping, without the frozen ViT weights), but the '
                 'config names no pretrained backbone to restore them '
                 'from and the checkpoint records none (it predates that '
-                'record). Set model.backbone.init_cfg=dict(type='
-                '\'Pretrained\', checkpoint=PATH) to the file the '
-                'prompts were trained on.')
+                'record): it needs the file the prompts were trained on. '
+                + _POINT_AT_PRETRAINED)
         unreadable = []
         for path, weights_prefix, origin in candidates:
             try:
@@ -569,9 +584,8 @@ class PromptedVisionTransformer(VisionTransformer):
         raise RuntimeError(
             'This is a prompt-only checkpoint: it needs the pretrained '
             'backbone the prompts were trained on, but no candidate file '
-            'can be read: ' + ' | '.join(unreadable) + '. Point '
-            'model.backbone.init_cfg=dict(type=\'Pretrained\', '
-            'checkpoint=PATH) at that file.')
+            'can be read: ' + ' | '.join(unreadable) + '. '
+            + _POINT_AT_PRETRAINED)
 
     def _check_fingerprint(self, record: dict, source: str) -> None:
         """The frozen weights in use must be those the prompt-only checkpoint
@@ -598,8 +612,8 @@ class PromptedVisionTransformer(VisionTransformer):
             f'SHA-256 of the frozen tensors {got[:16]}..., recorded '
             f'in the checkpoint {expected[:16]}... (written with '
             f'pretrained file {recorded}). Its predictions would be '
-            'silently wrong; set model.backbone.init_cfg to the '
-            'original pretrained file (and the same backbone config).')
+            'silently wrong; use the original pretrained file (and the '
+            'same backbone config). ' + _POINT_AT_PRETRAINED)
 
     def _fill_from_pretrained(self, state_dict, prefix, keys, record=None):
         """Complete a prompt-only state dict with the pretrained weights
