@@ -28,7 +28,7 @@ from mmengine.analysis.jit_handles import get_shape
 __all__ = ['SDPA_OP', 'sdpa_flop_jit', 'flop_analyzer',
            'install_sdpa_flop_handle']
 
-#: The traced op name of :func:`torch.nn.functional.scaled_dot_product_attention`.
+#: The traced op of :func:`torch.nn.functional.scaled_dot_product_attention`.
 SDPA_OP = 'aten::scaled_dot_product_attention'
 
 
@@ -49,8 +49,9 @@ def sdpa_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
     return batch * length * key[-2] * (dims + value[-1])
 
 
-def flop_analyzer(model: nn.Module,
-                  inputs: Union[torch.Tensor, Tuple[Any, ...]]) -> FlopAnalyzer:
+def flop_analyzer(
+        model: nn.Module,
+        inputs: Union[torch.Tensor, Tuple[Any, ...]]) -> FlopAnalyzer:
     """``FlopAnalyzer(model, inputs)`` that also counts SDPA.
 
     Args:

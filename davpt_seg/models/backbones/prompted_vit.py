@@ -112,8 +112,8 @@ def vit_arguments(cls: type, args: tuple, kwargs: dict) -> dict:
     arguments (positional ones in mmseg's order), with errors that name
     ``cls`` instead of mmseg's ``VisionTransformer.__init__`` and suggest
     close matches for a misspelt name."""
-    names = [n for n in inspect.signature(VisionTransformer.__init__).parameters
-             if n != 'self']
+    names = [n for n in inspect.signature(
+        VisionTransformer.__init__).parameters if n != 'self']
     if len(args) > len(names):
         raise TypeError(
             f'{cls.__name__} takes at most {len(names)} positional arguments '
@@ -473,8 +473,9 @@ class PromptedVisionTransformer(VisionTransformer):
           a random ViT gives near-zero mIoU without any error. Sources, in
           order: the file of ``init_cfg``; else (``init_cfg`` cleared, as
           ``init_model`` does, or its file missing) ``$DAVPT_PRETRAINED``,
-          then the file recorded in the checkpoint. If the checkpoint records a fingerprint of the frozen
-          weights, the weights in use must match it. See
+          then the file recorded in the checkpoint. If the checkpoint
+          records a fingerprint of the frozen weights, the weights in use
+          must match it. See
           :func:`_fill_from_pretrained`.
         * This class's own keys (prompts, K/V offsets, prompt norm, mapping
           buffers) must match in shape and must exist in the model: mmengine
