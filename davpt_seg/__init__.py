@@ -11,14 +11,18 @@ It also installs, deliberately and idempotently:
   ``weights_only=True`` (torch >= 2.6) and allowlists the few mmengine/numpy
   types its training checkpoints contain (see ``davpt_seg.utils.checkpoint``);
 * a filter for mmengine's one-WARNING-per-frozen-parameter log lines (see
-  ``davpt_seg.engine.optim_log``).
+  ``davpt_seg.engine.optim_log``);
+* a FLOP-count handle for ``scaled_dot_product_attention`` in mmengine's
+  ``FlopAnalyzer`` defaults, which skip it (see ``davpt_seg.utils.flops``).
 """
 from . import datasets, engine, evaluation, models, utils  # noqa: F401
 from .engine import install_frozen_param_log_filter
 from .utils import install_checkpoint_loader
+from .utils.flops import install_sdpa_flop_handle
 from .version import __version__
 
 install_checkpoint_loader()
 install_frozen_param_log_filter()
+install_sdpa_flop_handle()
 
 __all__ = ['__version__']

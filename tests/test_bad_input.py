@@ -284,9 +284,9 @@ def test_missing_image(data, tmp_path):
 # ---------------------------------------------------- bad model options
 @pytest.mark.parametrize('options, match', [
     (['model.backbone.num_proxy_prompts=9'],
-     r'`num_prompts` \(9\) must not exceed `num_classes` \(8\)'),
+     r'num_proxy_prompts \(9\) must be between 2 and num_classes \(8\)'),
     (['model.backbone.num_proxy_prompts=1'],
-     r'`num_prompts` must be an integer >= 2'),
+     r'num_proxy_prompts \(1\) must be between 2 and num_classes'),
     (['model.backbone.num_proxy_prompts=0'],
      'guided_layers need num_proxy_prompts >= 1'),
     (['model.backbone.num_proxy_prompts=-2'],
@@ -294,8 +294,8 @@ def test_missing_image(data, tmp_path):
     (['model.backbone.num_prompts=-1'], 'num_prompts must be an int >= 0'),
     (['model.backbone.guided_layers=[4]'],
      r'guided_layers \[4\] are outside the model depth'),
-    (['model.backbone.guided_layers=[-1]'],
-     r'guided_layers \[-1\] are outside the model depth'),
+    (['model.backbone.guided_layers=[-5]'],
+     r'guided_layers \[-5\] are outside the model depth'),
     (['model.backbone.guided_layers=[2,2]'], 'lists a layer twice'),
     (['model.backbone.num_classes=7'],
      'model.backbone.num_classes=7 but model.decode_head.num_classes=8'),

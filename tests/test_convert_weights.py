@@ -525,3 +525,23 @@ def test_cli_failure_is_clean(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith(f'error: {bad}:') and 'Traceback' not in err
     assert not (tmp_path / 'out.pth').exists()
+
+
+def test_cli_on_a_training_checkpoint_gives_cli_advice(tmp_path, capsys):
+    """An mmengine training checkpoint is already in our format: the
+    command-line user is told which command to use, not a Python call."""
+    from mmengine.logging import MessageHub
+    hub = MessageHub.get_instance('convert_weights_training_ckpt')
+    hub.update_scalar('train/loss', 1.0)
+    src = tmp_path / 'iter_4.pth'
+    torch.save(dict(meta=dict(iter=4, seed=np.int64(0)),
+                    state_dict={'backbone.cls_token': torch.zeros(1, 1, 8)},
+                    message_hub=hub.state_dict()), src)
+    assert _cli().main([str(src), str(tmp_path / 'out.pth')]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f'error: {src} is a training checkpoint')
+    for command in ('tools/test.py CONFIG CHECKPOINT', '--resume',
+                    'load_from=CHECKPOINT', 'tools/extract_prompts.py'):
+        assert command in err
+    assert 'load_training_checkpoint' not in err and 'Traceback' not in err
+    assert not (tmp_path / 'out.pth').exists()

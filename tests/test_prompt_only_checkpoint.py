@@ -437,3 +437,63 @@ custom_hooks = [
                        state['decode_head.conv_seg.weight'])
     assert torch.equal(model.backbone.class_mapping.mapping,
                        state['backbone.class_mapping.mapping'])
+
+
+def test_extract_prompts_checks_the_config_pretrained_file(saved, capsys):
+    """tools/extract_prompts.py with the config of another pretrained file
+    is an error (it would record the wrong file); the right one works."""
+    from tools.extract_prompts import main as extract
+    tmp, pretrained, trained = saved
+    other = tmp / 'vit_other.pth'
+    save_vit(other, 1)
+    out = tmp / 'extracted.pth'
+    with pytest.raises(SystemExit) as info:
+        extract([config_file(tmp, other, 'wrong.py'), str(tmp / 'full.pth'),
+                 str(out)])
+    msg = str(info.value)
+    assert msg.startswith('error: the frozen backbone weights in ')
+    assert str(other) in msg and 'wrong.py' in msg
+    assert not out.exists()
+    # --no-verify writes it anyway (the user's call).
+    extract([config_file(tmp, other, 'wrong.py'), str(tmp / 'full.pth'),
+             str(out), '--no-verify'])
+    assert out.exists()
+    out.unlink()
+    # A missing pretrained file cannot be checked: say so.
+    moved = tmp / 'vit_missing.pth'
+    with pytest.raises(SystemExit, match='--no-verify'):
+        extract([config_file(tmp, moved, 'missing.py'),
+                 str(tmp / 'full.pth'), str(out)])
+    extract([config_file(tmp, pretrained), str(tmp / 'full.pth'), str(out)])
+    assert 'frozen backbone tensors dropped' in capsys.readouterr().out
+    model = MODELS.build(model_cfg(pretrained))
+    load_checkpoint(model, str(out), map_location='cpu')
+    x = torch.randn(2, 3, 32, 32)
+    for got, expected in zip(outputs(model, x), outputs(trained, x)):
+        torch.testing.assert_close(got, expected)
+
+
+def test_init_model_with_a_moved_pretrained_file(saved, monkeypatch):
+    """init_model clears init_cfg (setting it cannot help): the error says
+    to set DAVPT_PRETRAINED, and doing so works; a wrong file is refused."""
+    tmp, pretrained, trained = saved
+    cfg_path = config_file(tmp, pretrained)
+    moved = tmp / 'elsewhere' / 'vit_moved.pth'
+    moved.parent.mkdir()
+    shutil.move(pretrained, moved)
+    monkeypatch.delenv('DAVPT_PRETRAINED', raising=False)
+    with pytest.raises(RuntimeError) as err:
+        init_model(cfg_path, str(tmp / 'prompts.pth'), device='cpu')
+    assert 'DAVPT_PRETRAINED=PATH' in str(err.value)
+    assert 'mmseg.apis.init_model' in str(err.value)
+    monkeypatch.setenv('DAVPT_PRETRAINED', str(moved))
+    model = init_model(cfg_path, str(tmp / 'prompts.pth'), device='cpu')
+    assert model.backbone._pretrained_source == str(moved)
+    x = torch.randn(1, 3, 32, 32)
+    torch.testing.assert_close(outputs(model, x)[1], outputs(trained, x)[1],
+                               rtol=0, atol=0)
+    other = tmp / 'other_vit.pth'
+    save_vit(other, 1)
+    monkeypatch.setenv('DAVPT_PRETRAINED', str(other))
+    with pytest.raises(RuntimeError, match='trained on other frozen'):
+        init_model(cfg_path, str(tmp / 'prompts.pth'), device='cpu')

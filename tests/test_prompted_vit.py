@@ -234,7 +234,7 @@ def test_forward_cls_is_prompt_free():
 
 @pytest.mark.parametrize('kwargs, match', [
     (dict(guided_layers=[4]), 'outside the model depth'),
-    (dict(guided_layers=[-1]), 'outside the model depth'),
+    (dict(guided_layers=[-5]), 'outside the model depth'),
     (dict(guided_layers=[1, 1]), 'twice'),
     (dict(num_prompts=-1), 'num_prompts'),
     (dict(num_proxy_prompts=-2, guided_layers=[1]), 'num_proxy_prompts'),

@@ -44,6 +44,16 @@ two loaders and one hook into mmengine:
     (:class:`torch.serialization.safe_globals`). It is never added to
     torch's global allowlist.
 
+    This needs torch >= 2.6 (see :func:`scoped_allowlist_supported`):
+    ``safe_globals`` arrived in 2.5, entries under a name of our choosing
+    (``(object, 'builtins.getattr')``) in 2.6. On torch 2.1-2.5 a file
+    that holds more than tensors is read with
+    ``torch.load(weights_only=False)`` instead, as mmengine itself and
+    torch's own default do on those versions, with a warning naming the
+    file. Trade-off: keeping ``weights_only=True`` there would need
+    ``add_safe_globals`` (process-wide, 2.4+ only, and no way to name our
+    restricted ``getattr``), or would refuse every resume and test.
+
 :func:`install_checkpoint_loader`
     Replaces mmengine's local-file loader (the ``''`` prefix of
     :class:`~mmengine.runner.CheckpointLoader`, which also handles every
@@ -65,6 +75,8 @@ file, and log a warning for each file. torch's own
 ``TORCH_FORCE_WEIGHTS_ONLY_LOAD=1`` still takes precedence over this
 opt-in.
 """
+import functools
+import io
 import logging
 import os
 import os.path as osp
@@ -84,7 +96,7 @@ __all__ = [
     'CheckpointError', 'CheckpointNotFoundError', 'UnsafeCheckpointError',
     'TRUST_ENV_VAR', 'load_weights', 'load_training_checkpoint',
     'load_from_local_safe', 'install_checkpoint_loader',
-    'mmengine_safe_globals'
+    'mmengine_safe_globals', 'scoped_allowlist_supported'
 ]
 
 #: Environment variable that opts in to full unpickling of trusted files.
@@ -109,6 +121,7 @@ _REFUSAL_PATTERNS = (
     re.compile(r"via `add_safe_globals`,? but got <class '([^']+)'>"),
     re.compile(r'call reduce for unrecognized function (.+?)'
                r'(?: which belongs to .*)?$', re.MULTILINE),
+    re.compile(r'Unsupported class (\S+)'),  # torch < 2.4
 )
 # ``safe_globals`` edits a process-wide set; serialise our own use of it.
 _ALLOWLIST_LOCK = threading.RLock()
@@ -216,13 +229,56 @@ def _trust_enabled() -> bool:
     return os.environ.get(TRUST_ENV_VAR, '').strip().lower() in _TRUE_VALUES
 
 
+class _AllowlistProbe:
+    """Pickled by :func:`_named_entries_supported` to test torch's
+    allowlist."""
+
+
+@functools.lru_cache(maxsize=None)
+def _named_entries_supported() -> bool:
+    """Whether ``safe_globals`` takes ``(object, 'module.name')`` entries
+    (torch >= 2.6; torch 2.5 fails on them while loading)."""
+    name = f'{_AllowlistProbe.__module__}.{_AllowlistProbe.__qualname__}'
+    buffer = io.BytesIO()
+    torch.save({'probe': _AllowlistProbe}, buffer)
+    buffer.seek(0)
+    try:
+        with torch.serialization.safe_globals([(_AllowlistProbe, name)]):
+            loaded = torch.load(buffer, weights_only=True)
+    except Exception:
+        return False
+    return loaded.get('probe') is _AllowlistProbe
+
+
+def scoped_allowlist_supported() -> bool:
+    """Whether this torch can allowlist globals for one load only.
+
+    Needs :class:`torch.serialization.safe_globals` and
+    ``get_safe_globals`` (torch 2.5) taking ``(object, 'module.name')``
+    entries (torch 2.6). Feature-detected, not read from the version. Where
+    it is missing (torch 2.1-2.5), :func:`load_training_checkpoint` reads
+    files that hold more than tensors with ``weights_only=False`` (as
+    mmengine does, and torch's default there) and logs a warning.
+    """
+    serialization = torch.serialization
+    if not all(
+            hasattr(serialization, name)
+            for name in ('safe_globals', 'get_safe_globals')):
+        return False
+    return _named_entries_supported()
+
+
 @contextmanager
 def _allowlisted(entries: List[SafeGlobal]) -> Iterator[None]:
     """Allow ``entries`` for ``weights_only`` loads inside the block only.
 
     Entries that the user already allowlisted process-wide are left alone,
-    so leaving the block never removes the user's own additions.
+    so leaving the block never removes the user's own additions. Nothing
+    to allow is a no-op (and needs no allowlist API: any torch >= 2.1).
     """
+    if not entries:
+        yield
+        return
     with _ALLOWLIST_LOCK:
         present = set(torch.serialization.get_safe_globals())
         new = [entry for entry in entries if entry not in present]
@@ -294,12 +350,55 @@ def _load_safetensors(filename: str,
             f'truncated ({_first_line(exc)}).') from exc
 
 
+def _full_load(filename: str, map_location: MapLocation) -> Any:
+    """``torch.load(weights_only=False)``; failures name ``filename``."""
+    try:
+        return torch.load(
+            filename, map_location=map_location, weights_only=False)
+    except Exception as exc:
+        raise CheckpointError(
+            f'Cannot read checkpoint {filename!r}; it is corrupt or '
+            f'truncated ({_first_line(exc)}).') from exc
+
+
+def _load_without_allowlist(filename: str, map_location: MapLocation) -> Any:
+    """Training-checkpoint load on torch 2.1-2.5 (no scoped allowlist).
+
+    ``weights_only=True`` first, so tensor-only files keep it; a file that
+    needs more (every mmengine training checkpoint: ``HistoryBuffer``,
+    numpy) is then read with ``weights_only=False``, exactly as mmengine's
+    own loader and torch's default on these versions do, with a warning.
+    """
+    try:
+        return torch.load(
+            filename, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        pass  # needs globals beyond torch's built-in allowlist
+    except Exception as exc:
+        raise CheckpointError(
+            f'Cannot read checkpoint {filename!r}; it is corrupt or '
+            f'truncated ({_first_line(exc)}).') from exc
+    print_log(
+        f'torch {torch.__version__} has no scoped allowlist for '
+        '`torch.load(weights_only=True)` (named `safe_globals` entries '
+        f'need torch >= 2.6): loading {filename!r} with '
+        '`torch.load(weights_only=False)`, as mmengine does and as this '
+        'torch defaults to. That can execute code stored in the file: load '
+        'only checkpoints you trust, or use torch >= 2.6 for the safe '
+        'loader.',
+        logger='current',
+        level=logging.WARNING)
+    return _full_load(filename, map_location)
+
+
 def _torch_load(filename: str, map_location: MapLocation,
                 safe_globals: List[SafeGlobal], refusal_hint: str) -> Any:
     """``torch.load`` with ``weights_only=True`` and ``safe_globals``.
 
     With ``DAVPT_TRUST_CHECKPOINTS=1`` the file is read with
-    ``weights_only=False`` instead. Every failure becomes a
+    ``weights_only=False`` instead, and so is a file that needs
+    ``safe_globals`` on a torch without a scoped allowlist (see
+    :func:`_load_without_allowlist`). Every failure becomes a
     :class:`CheckpointError` that names ``filename``.
     """
     if _trust_enabled():
@@ -309,13 +408,9 @@ def _torch_load(filename: str, map_location: MapLocation,
             'stored in the file.',
             logger='current',
             level=logging.WARNING)
-        try:
-            return torch.load(
-                filename, map_location=map_location, weights_only=False)
-        except Exception as exc:
-            raise CheckpointError(
-                f'Cannot read checkpoint {filename!r}; it is corrupt or '
-                f'truncated ({_first_line(exc)}).') from exc
+        return _full_load(filename, map_location)
+    if safe_globals and not scoped_allowlist_supported():
+        return _load_without_allowlist(filename, map_location)
 
     with _allowlisted(safe_globals):
         try:

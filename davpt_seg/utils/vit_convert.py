@@ -258,6 +258,19 @@ def _load_npz(path: str) -> Dict[str, np.ndarray]:
         npz.close()
 
 
+def _training_checkpoint_advice(path: str) -> str:
+    """What to do with a checkpoint written by mmengine instead of
+    converting it (command-line answers)."""
+    return (
+        f'{path} is a training checkpoint written by mmengine (it holds '
+        'mmengine HistoryBuffer logs), not pretrained ViT weights: it is '
+        'already in this project\'s format and needs no conversion. Test it '
+        'with `tools/test.py CONFIG CHECKPOINT`, continue its run with '
+        '`tools/train.py CONFIG --resume CHECKPOINT`, start a new run from '
+        'its weights with `--cfg-options load_from=CHECKPOINT`, or shrink '
+        'it with `tools/extract_prompts.py CONFIG CHECKPOINT OUT`.')
+
+
 def _load_tensor_file(path: str, container: str) -> Any:
     """Load a ``.pth``-like or ``.safetensors`` file, tensors only.
 
@@ -270,10 +283,18 @@ def _load_tensor_file(path: str, container: str) -> Any:
     """
     from davpt_seg.utils.checkpoint import (SAFETENSORS_EXTENSIONS,
                                             TORCH_EXTENSIONS, CheckpointError,
+                                            UnsafeCheckpointError,
                                             load_weights)
     if path.lower().endswith(TORCH_EXTENSIONS + SAFETENSORS_EXTENSIONS):
         try:
             return load_weights(path, map_location='cpu')
+        except UnsafeCheckpointError as e:
+            if any(g.startswith('mmengine.') for g in e.unsafe_globals):
+                raise ConversionError(_training_checkpoint_advice(path)) \
+                    from None
+            msg = str(e)
+            raise ConversionError(
+                msg if path in msg else f'{path}: {msg}') from None
         except CheckpointError as e:
             msg = str(e)
             raise ConversionError(

@@ -20,9 +20,12 @@ in guided layers when the DA-VPT losses need it), and appends them after the
 image tokens internally: attention does not depend on the order of its keys,
 so this equals the layout above up to float rounding.
 """
+import difflib
 import hashlib
+import inspect
 import logging
 import math
+import os
 from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence
 
 import torch
@@ -36,6 +39,16 @@ from mmseg.registry import MODELS
 from davpt_seg.utils.checkpoint import load_weights
 
 PROMPT_NORMS = ('none', 'l2', 'layer')
+#: Environment variable naming the pretrained file of a prompt-only
+#: checkpoint, for loaders that clear ``init_cfg`` (``mmseg.apis.init_model``,
+#: ``MMSegInferencer``). Checked against the checkpoint's fingerprint.
+PRETRAINED_ENV_VAR = 'DAVPT_PRETRAINED'
+#: How to point a prompt-only checkpoint at its pretrained file.
+_POINT_AT_PRETRAINED = (
+    "Point model.backbone.init_cfg=dict(type='Pretrained', checkpoint=PATH) "
+    'at that file (tools/test.py, the Runner), or set the environment '
+    f'variable {PRETRAINED_ENV_VAR}=PATH (works with every loader, also '
+    'mmseg.apis.init_model and MMSegInferencer, which clear init_cfg).')
 #: Key of a prompt-only checkpoint's record of its frozen weights, in the
 #: backbone's entry of the state dict's ``_metadata`` (see
 #: ``PromptedVisionTransformer._load_from_state_dict``): ``dict(checkpoint=
@@ -98,6 +111,40 @@ def summaries_match(got: Dict[str, List[float]],
     return True
 
 
+def vit_arguments(cls: type, args: tuple, kwargs: dict) -> dict:
+    """Map ``cls(*args, **kwargs)`` onto mmseg ``VisionTransformer``'s
+    arguments (positional ones in mmseg's order), with errors that name
+    ``cls`` instead of mmseg's ``VisionTransformer.__init__`` and suggest
+    close matches for a misspelt name."""
+    names = [n for n in inspect.signature(
+        VisionTransformer.__init__).parameters if n != 'self']
+    if len(args) > len(names):
+        raise TypeError(
+            f'{cls.__name__} takes at most {len(names)} positional arguments '
+            f"(mmseg VisionTransformer's), got {len(args)}")
+    bound = dict(zip(names, args))
+    if 'frozen_exclude' in bound:
+        raise TypeError(f'{cls.__name__}: pass frozen_exclude by keyword')
+    twice = [k for k in kwargs if k in bound]
+    if twice:
+        raise TypeError(f'{cls.__name__} got multiple values for argument '
+                        f'{twice[0]!r}')
+    unknown = [k for k in kwargs if k not in names]
+    if unknown:
+        own = [n for n, p in inspect.signature(cls.__init__).parameters.items()
+               if p.kind is p.KEYWORD_ONLY]
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, own + names, n=2)
+            hints += [f'{key!r} (did you mean '
+                      f'{" or ".join(map(repr, close))}?)' if close else
+                      repr(key)]
+        raise TypeError(f'{cls.__name__} got an unexpected argument'
+                        f'{"s" if len(unknown) > 1 else ""} '
+                        f'{", ".join(hints)}')
+    return {**bound, **kwargs}
+
+
 class GuidedFeatures(NamedTuple):
     """What the DA-VPT metric losses need from one guided layer.
 
@@ -137,8 +184,10 @@ class PromptedVisionTransformer(VisionTransformer):
         num_prompts (int): prompts per unguided layer (P_o). Default: 20.
         num_proxy_prompts (int): class-assigned prompts per guided layer (K),
             also the number of k-means clusters. Default: 10.
-        guided_layers (Sequence[int]): 0-based layers holding the
-            class-assigned prompts. Default: (11,).
+        guided_layers (Sequence[int]): layers holding the class-assigned
+            prompts, 0-based; negative indices count from the end (-1 is
+            the last layer, the paper's best). Stored normalised to 0-based
+            indices. Default: (-1,).
         num_classes (int, optional): classes of the class->prompt mapping.
             Setting it enables DA-VPT (builds the mapping buffers, needs
             ``guided_layers`` and ``with_cls_token=True``). ``None`` gives
@@ -168,14 +217,16 @@ class PromptedVisionTransformer(VisionTransformer):
             are updated like every token in every layer, and are excluded
             from the outputs. 0 adds no parameter (same keys as mmseg's ViT).
             Default: 0.
-        **kwargs: every argument of mmseg's ``VisionTransformer``.
+        *args, **kwargs: every argument of mmseg's ``VisionTransformer``,
+            positional ones in its order (``img_size``, ``patch_size``, ...);
+            the arguments above are keyword-only.
     """
 
     def __init__(self,
-                 *,
+                 *args,
                  num_prompts: int = 20,
                  num_proxy_prompts: int = 10,
-                 guided_layers: Sequence[int] = (11, ),
+                 guided_layers: Sequence[int] = (-1, ),
                  num_classes: Optional[int] = None,
                  mapping_cfg: Optional[dict] = None,
                  tune_kv_bias: bool = False,
@@ -184,17 +235,17 @@ class PromptedVisionTransformer(VisionTransformer):
                  frozen_exclude: Sequence[str] = ('all', ),
                  num_register_tokens: int = 0,
                  **kwargs):
-        super().__init__(frozen_exclude=['all'], **kwargs)
+        super().__init__(
+            frozen_exclude=['all'], **vit_arguments(type(self), args, kwargs))
         if isinstance(num_register_tokens, bool) or not isinstance(
                 num_register_tokens, int) or num_register_tokens < 0:
             raise ValueError('num_register_tokens must be an int >= 0, got '
                              f'{num_register_tokens!r}')
         num_layers = len(self.layers)
         embed_dims = self.cls_token.shape[-1]
-        guided_layers = [int(i) for i in (guided_layers or ())]
+        guided_layers = self._layer_indices(guided_layers, num_layers)
         self._check_args(num_prompts, num_proxy_prompts, guided_layers,
-                         num_layers, num_classes, prompt_drop_rate,
-                         prompt_norm)
+                         num_classes, prompt_drop_rate, prompt_norm)
         self.embed_dims = embed_dims
         self.num_heads = self.layers[0].attn.attn.num_heads
         self.num_prompts = num_prompts
@@ -241,22 +292,31 @@ class PromptedVisionTransformer(VisionTransformer):
         self._freeze_pretrained()
 
     # ------------------------------------------------------------------ setup
+    @staticmethod
+    def _layer_indices(layers: Optional[Sequence[int]],
+                       num_layers: int) -> List[int]:
+        """0-based ``guided_layers``; negative ones count from the end."""
+        given = [int(i) for i in (layers or ())]
+        bad = [i for i in given if not -num_layers <= i < num_layers]
+        if bad:
+            raise ValueError(
+                f'guided_layers {bad} are outside the model depth: layers are '
+                f'0..{num_layers - 1} (or -{num_layers}..-1 from the end) for '
+                f'num_layers={num_layers}')
+        layers = [i % num_layers for i in given]
+        if len(set(layers)) != len(layers):
+            raise ValueError(f'guided_layers lists a layer twice: {given} '
+                             f'(0-based: {layers})')
+        return layers
+
     def _check_args(self, num_prompts, num_proxy_prompts, guided_layers,
-                    num_layers, num_classes, prompt_drop_rate, prompt_norm):
+                    num_classes, prompt_drop_rate, prompt_norm):
         if not isinstance(num_prompts, int) or num_prompts < 0:
             raise ValueError(
                 f'num_prompts must be an int >= 0, got {num_prompts!r}')
         if not isinstance(num_proxy_prompts, int) or num_proxy_prompts < 0:
             raise ValueError('num_proxy_prompts must be an int >= 0, got '
                              f'{num_proxy_prompts!r}')
-        bad = [i for i in guided_layers if not 0 <= i < num_layers]
-        if bad:
-            raise ValueError(
-                f'guided_layers {bad} are outside the model depth: layers are '
-                f'0..{num_layers - 1} for num_layers={num_layers}')
-        if len(set(guided_layers)) != len(guided_layers):
-            raise ValueError(
-                f'guided_layers lists a layer twice: {guided_layers}')
         if guided_layers and num_proxy_prompts == 0:
             raise ValueError('guided_layers need num_proxy_prompts >= 1')
         if not 0 <= prompt_drop_rate < 1:
@@ -276,6 +336,14 @@ class PromptedVisionTransformer(VisionTransformer):
                     'loss and the class->prompt mapping both work on the '
                     '[CLS] token. Use with_cls_token=True, or drop '
                     'num_classes for plain VPT.')
+            if isinstance(num_classes, int) and not \
+                    2 <= num_proxy_prompts <= num_classes:
+                raise ValueError(
+                    f'num_proxy_prompts ({num_proxy_prompts}) must be between '
+                    f'2 and num_classes ({num_classes}) for DA-VPT: each '
+                    'class-assigned prompt is a k-means cluster of classes, '
+                    'so there must be at least 2 of them and at least as many '
+                    'classes as prompts.')
 
     def _new_prompts(self, depth: int, length: int) -> Optional[nn.Parameter]:
         if depth == 0 or length == 0:
@@ -448,9 +516,10 @@ class PromptedVisionTransformer(VisionTransformer):
           those callers never run ``init_weights()``, and testing prompts on
           a random ViT gives near-zero mIoU without any error. Sources, in
           order: the file of ``init_cfg``; else (``init_cfg`` cleared, as
-          ``init_model`` does, or its file missing) the file recorded in the
-          checkpoint. If the checkpoint records a fingerprint of the frozen
-          weights, the weights in use must match it. See
+          ``init_model`` does, or its file missing) ``$DAVPT_PRETRAINED``,
+          then the file recorded in the checkpoint. If the checkpoint
+          records a fingerprint of the frozen weights, the weights in use
+          must match it. See
           :func:`_fill_from_pretrained`.
         * This class's own keys (prompts, K/V offsets, prompt norm, mapping
           buffers) must match in shape and must exist in the model: mmengine
@@ -491,8 +560,9 @@ class PromptedVisionTransformer(VisionTransformer):
         # Prompt-only = none of the *frozen* weights. Trainable pretrained
         # parameters (``frozen_exclude``) are kept in such a checkpoint and
         # must not be overwritten with their pretrained values.
+        # With nothing frozen (full fine-tuning) nothing is ever dropped.
         frozen = self.frozen_state_keys()
-        if in_ckpt and not any(k in in_ckpt for k in frozen):
+        if frozen and in_ckpt and not any(k in in_ckpt for k in frozen):
             fill = [k for k in model_state
                     if k not in own and k not in in_ckpt]
             record = (local_metadata or {}).get(PRETRAINED_RECORD)
@@ -520,12 +590,17 @@ class PromptedVisionTransformer(VisionTransformer):
 
     def _restore_pretrained(self, record: Optional[dict]) -> str:
         """Load the frozen weights for a prompt-only state dict; returns the
-        file used. ``init_cfg``'s file first, then the recorded ones."""
+        file used. ``init_cfg``'s file first, then ``$DAVPT_PRETRAINED``,
+        then the recorded ones."""
         candidates = []  # (path, prefix, where the path comes from)
         if self._pretrained_path() is not None:
             candidates.append((self._pretrained_path(),
                                self.init_cfg.get('prefix'),
                                'model.backbone.init_cfg'))
+        if os.environ.get(PRETRAINED_ENV_VAR):
+            candidates.append((os.environ[PRETRAINED_ENV_VAR],
+                               (record or {}).get('prefix'),
+                               f'${PRETRAINED_ENV_VAR}'))
         for path in self._recorded_paths(record):
             if path not in [c[0] for c in candidates]:
                 candidates.append((path, record.get('prefix'),
@@ -536,9 +611,8 @@ class PromptedVisionTransformer(VisionTransformer):
                 'mapping, without the frozen ViT weights), but the '
                 'config names no pretrained backbone to restore them '
                 'from and the checkpoint records none (it predates that '
-                'record). Set model.backbone.init_cfg=dict(type='
-                '\'Pretrained\', checkpoint=PATH) to the file the '
-                'prompts were trained on.')
+                'record): it needs the file the prompts were trained on. '
+                + _POINT_AT_PRETRAINED)
         unreadable = []
         for path, weights_prefix, origin in candidates:
             try:
@@ -555,9 +629,8 @@ class PromptedVisionTransformer(VisionTransformer):
         raise RuntimeError(
             'This is a prompt-only checkpoint: it needs the pretrained '
             'backbone the prompts were trained on, but no candidate file '
-            'can be read: ' + ' | '.join(unreadable) + '. Point '
-            'model.backbone.init_cfg=dict(type=\'Pretrained\', '
-            'checkpoint=PATH) at that file.')
+            'can be read: ' + ' | '.join(unreadable) + '. '
+            + _POINT_AT_PRETRAINED)
 
     def _check_fingerprint(self, record: dict, source: str) -> None:
         """The frozen weights in use must be those the prompt-only checkpoint
@@ -584,8 +657,8 @@ class PromptedVisionTransformer(VisionTransformer):
             f'SHA-256 of the frozen tensors {got[:16]}..., recorded '
             f'in the checkpoint {expected[:16]}... (written with '
             f'pretrained file {recorded}). Its predictions would be '
-            'silently wrong; set model.backbone.init_cfg to the '
-            'original pretrained file (and the same backbone config).')
+            'silently wrong; use the original pretrained file (and the '
+            'same backbone config). ' + _POINT_AT_PRETRAINED)
 
     def _fill_from_pretrained(self, state_dict, prefix, keys, record=None):
         """Complete a prompt-only state dict with the pretrained weights
