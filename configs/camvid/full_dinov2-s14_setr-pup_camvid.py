@@ -1,7 +1,7 @@
 # Full fine-tuning: mmseg's stock VisionTransformer (no prompts, nothing
 # frozen) from the same converted DINOv2-S/14 weights and the same heads
 # and schedule.
-_base_ = ['./_base_dinov2-s14_setr-pup_camvid.py']
+_base_ = ['./_base_/dinov2-s14_setr-pup_camvid.py']
 
 model = dict(
     backbone=dict(

@@ -24,7 +24,7 @@ def generate_camvid_like(root: Union[str, os.PathLike],
     Each split ``s`` gets ``root/s/NAME.png`` (RGB) and
     ``root/{s}annot/NAME.png`` (uint8 labels): the toy generator's 8 shape
     classes as CamVid labels 0..7 and its background as void (11), so
-    classes 8..10 never occur. Existing files are overwritten.
+    classes 8..10 never occur; the last two rows are always void. Existing files are overwritten.
 
     Args:
         num_images (dict): images per split. Default: train 8, val 4.
@@ -46,6 +46,7 @@ def generate_camvid_like(root: Union[str, os.PathLike],
             rng = np.random.default_rng([seed, split_id, idx])
             img, label = synthesize_toy_sample(rng, img_size, 8)
             label = np.where(label == 0, CAMVID_VOID, label - 1)
+            label[-2:] = CAMVID_VOID  # a void strip in every image
             name = f'{split}_{idx:04d}.png'
             if not (cv2.imwrite(str(img_dir / name), img[..., ::-1])
                     and cv2.imwrite(str(ann_dir / name),

@@ -1,0 +1,146 @@
+"""tools/accuracy_bench.py: the smoke preset end to end (generated CamVid-
+layout data, a tiny random ViT), every output checked; finished runs are
+skipped and a killed run resumes from its last checkpoint. Also the child
+configs of the real presets, and clear errors for missing inputs."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mmengine.config import Config
+
+from davpt_seg.bench import PRESETS, VARIANTS, child_config
+
+ROOT = Path(__file__).resolve().parents[1]
+TOOL = [sys.executable, str(ROOT / 'tools' / 'accuracy_bench.py')]
+CLASSES = {'sky', 'building', 'pole', 'road', 'sidewalk', 'tree', 'sign',
+           'fence', 'car', 'pedestrian', 'bicyclist'}
+
+
+def bench(work_dir, *args, check=True):
+    env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1',
+               PYTHONWARNINGS='ignore')
+    proc = subprocess.run(TOOL + ['--preset', 'smoke', '--work-dir',
+                                  str(work_dir), *args],
+                          capture_output=True, text=True, env=env, cwd=ROOT,
+                          timeout=900)
+    if check:
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+@pytest.mark.slow
+def test_smoke_preset_every_output(tmp_path):
+    work = tmp_path / 'bench'
+    out = bench(work, '--seeds', '0').stdout
+    results = json.loads((work / 'results.json').read_text())
+    assert [(r['variant'], r['seed']) for r in results['runs']] == [
+        (v, 0) for v in VARIANTS]
+    for run in results['runs']:
+        assert 0 <= run['mIoU'] <= 100 and 0 <= run['aAcc'] <= 100
+        assert run['iters'] == PRESETS['smoke'].iters
+        assert set(run['class_iou']) <= CLASSES and run['class_iou']
+        assert 0 < run['trainable_params'] <= run['total_params']
+        assert run['step_time'] is not None and run['step_time'] > 0
+        assert sorted(int(s) for s in run['loss_curve']) == list(
+            range(1, PRESETS['smoke'].iters + 1))
+        assert (work / 'runs' / f"{run['variant']}_seed0" /
+                f"iter_{run['iters']}.pth").is_file()
+    summary = results['summary']
+    assert list(summary) == list(VARIANTS)
+    assert all(s['n'] == 1 and s['mIoU_std'] == 0 for s in summary.values())
+    trainable = {v: s['trainable_params'] for v, s in summary.items()}
+    assert trainable['heads'] < trainable['vpt'] == trainable['davpt'] < \
+        trainable['davptplus'] < trainable['full'] == summary['full'][
+            'total_params']
+    assert results['settings']['preset'] == 'smoke'
+    assert results['settings']['eval_split'] == 'val'
+    assert results['machine']['cpu_count'] >= 1
+    md = (work / 'results.md').read_text()
+    for variant in VARIANTS:
+        assert f'| {variant} |' in md
+    png = (work / 'results.png').read_bytes()
+    assert png[:8] == b'\x89PNG\r\n\x1a\n' and len(png) > 10000
+    assert 'wrote' in out
+
+    # A second invocation reuses every finished run and adds a seed.
+    out = bench(work, '--seeds', '0,1', '--variants', 'davpt').stdout
+    assert 'davpt seed 0: done before, skipped' in out
+    results = json.loads((work / 'results.json').read_text())
+    assert results['summary']['davpt']['n'] == 2
+    assert results['summary']['davpt']['mIoU_std'] >= 0
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_from_its_checkpoint(tmp_path):
+    work = tmp_path / 'bench'
+    run_dir = work / 'runs' / 'vpt_seed0'
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore')
+    proc = subprocess.Popen(
+        TOOL + ['--preset', 'smoke', '--work-dir', str(work), '--variants',
+                'vpt', '--seeds', '0', '--iters', '40'], cwd=ROOT, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)
+    deadline = time.time() + 600
+    while not list(run_dir.glob('iter_*.pth')) and time.time() < deadline:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    saved = sorted(int(p.stem[5:]) for p in run_dir.glob('iter_*.pth'))
+    assert saved and saved[-1] < 40, 'killed before the end'
+    assert not (run_dir / 'result.json').exists()
+
+    bench(work, '--variants', 'vpt', '--seeds', '0', '--iters', '40')
+    record = json.loads((run_dir / 'result.json').read_text())
+    assert record['iters'] == 40
+    logs = sorted(run_dir.glob('*/vis_data/scalars.json'))
+    assert len(logs) == 2  # the killed start and the resumed one
+    resumed = [json.loads(line) for line in logs[-1].read_text().splitlines()]
+    steps = [e['step'] for e in resumed if 'loss' in e]
+    assert steps[0] > saved[-1] and steps[-1] == 40
+
+
+def test_missing_inputs_are_clear_errors(tmp_path):
+    proc = subprocess.run(TOOL + ['--preset', 'cpu', '--work-dir',
+                                  str(tmp_path)],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode != 0 and '--data-root is required' in proc.stderr
+    (tmp_path / 'camvid' / 'train').mkdir(parents=True)
+    proc = subprocess.run(TOOL + ['--preset', 'cpu', '--work-dir',
+                                  str(tmp_path), '--data-root',
+                                  str(tmp_path / 'camvid')],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode != 0 and 'lacks trainannot, val, valannot' in \
+        proc.stderr
+
+
+@pytest.mark.parametrize('preset', ['cpu', 'gpu'])
+def test_real_preset_configs(tmp_path, preset):
+    """The child configs change data, weights, resolution and schedule only;
+    the model and recipe are the shipped config's."""
+    for variant in VARIANTS:
+        path = tmp_path / f'{variant}.py'
+        path.write_text(child_config(variant, PRESETS[preset], '/data/camvid',
+                                     '/w/vits14.pth', 'val'))
+        cfg = Config.fromfile(str(path))
+        shipped = Config.fromfile(str(
+            ROOT / 'configs' / 'camvid' /
+            f'{variant}_dinov2-s14_setr-pup_camvid.py'))
+        p = PRESETS[preset]
+        assert cfg.model.backbone.init_cfg.checkpoint == '/w/vits14.pth'
+        assert tuple(cfg.model.backbone.img_size) == p.crop
+        assert cfg.train_cfg.max_iters == p.iters
+        assert cfg.train_dataloader.batch_size == p.batch_size
+        assert cfg.test_dataloader.dataset.data_prefix == dict(
+            img_path='val', seg_map_path='valannot')
+        assert cfg.train_dataloader.dataset.data_root == '/data/camvid'
+        assert cfg.optim_wrapper == shipped.optim_wrapper
+        for key in ('embed_dims', 'num_layers', 'patch_size', 'type'):
+            assert cfg.model.backbone[key] == shipped.model.backbone[key]
+        assert cfg.model.backbone.get('guided_layers') == \
+            shipped.model.backbone.get('guided_layers')
+        assert cfg.custom_hooks == shipped.custom_hooks
