@@ -47,7 +47,8 @@ def reference_attention(m, x):
 
 
 def to_documented_order(attn, lay):
-    """Captured [.., T, T] (internal order) -> [CLS | reg | prompts | image]."""
+    """Captured [.., T, T] (internal order) -> the documented order
+    [CLS | registers | prompts | image]."""
     idx = list(range(lay.num_cls)) + \
         list(range(lay.registers.start, lay.registers.stop)) + \
         list(range(lay.prompts.start, lay.prompts.stop)) + \
