@@ -3,7 +3,8 @@
 
     python tools/visualize_prompts.py CONFIG CHECKPOINT IMAGE [IMAGE ...] \
         --out DIR [--layers 11 ...] [--prompts all|assigned] \
-        [--ann ANNOTATION ...] [--per-head] [--device cpu]
+        [--ann ANNOTATION ...] [--per-head] [--mapping-from CKPT] \
+        [--dpi 100] [--device cpu]
 
 Each sheet shows the image (ground truth outlined with ``--ann``), the
 prediction (the config's test pipeline and ``test_cfg``, as
@@ -66,6 +67,8 @@ def parse_args(argv=None):
                         help='title the guided prompts with the class->'
                         'prompt mapping stored in another (DA-VPT) '
                         'checkpoint, e.g. for a VPT-Deep one')
+    parser.add_argument('--dpi', type=int, default=100,
+                        help='PNG resolution (default: 100)')
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     args = parser.parse_args(argv)
@@ -172,7 +175,7 @@ def sheet_for(model, img_path, ann_path, layers, mapping, args, out_file):
              'renormalised over patches, each scaled to its max')
     from davpt_seg.analysis.figures import draw_prompt_sheet
     draw_prompt_sheet(out_file, image, pred, gt, meta, views, title,
-                      per_head=args.per_head)
+                      per_head=args.per_head, dpi=args.dpi)
 
 
 def short_path(path):

@@ -159,7 +159,8 @@ def _rows_for(view, ncols, per_head):
 def draw_prompt_sheet(out_file: str, image: np.ndarray, pred: np.ndarray,
                       gt: Optional[np.ndarray], meta: dict,
                       views: List[dict], title: str,
-                      per_head: bool = False, ncols: int = 5) -> None:
+                      per_head: bool = False, ncols: int = 5,
+                      dpi: int = 100) -> None:
     """One PNG: image, prediction and per layer the [CLS] maps and the
     prompt attention maps.
 
@@ -176,6 +177,7 @@ def draw_prompt_sheet(out_file: str, image: np.ndarray, pred: np.ndarray,
             ``per_head``), ``cls_map`` [H, W],
             ``cls_prompt`` [heads, P] and ``cls_mass`` (share of [CLS]
             attention on patches, on prompts).
+        dpi (int): resolution of the PNG (the layout is in inches).
     """
     if per_head and views:
         ncols = max(ncols, min(1 + views[0]['head_maps'].shape[1], 9))
@@ -187,7 +189,7 @@ def draw_prompt_sheet(out_file: str, image: np.ndarray, pred: np.ndarray,
                        for t in v['titles']])
     title_h = 0.3 + LINE_H * lines  # room for titles and tick labels
     height = head + title_h + nrows * ax_h + (nrows - 1) * title_h + foot
-    fig = plt.figure(figsize=(COL_W * ncols, height), dpi=100)
+    fig = plt.figure(figsize=(COL_W * ncols, height), dpi=dpi)
     gs = GridSpec(nrows, ncols, figure=fig, hspace=title_h / ax_h,
                   wspace=wspace, left=left, right=right,
                   bottom=foot / height, top=1 - (head + title_h) / height)
