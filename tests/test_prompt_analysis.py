@@ -99,6 +99,8 @@ def test_accumulator_counts_only_images_with_the_classes():
     assert p1['mapped']['num_images'] == 2
     assert p1['mapped']['precision'] == pytest.approx(
         p1['mapped']['chance'])
+    assert p0['spread'] == pytest.approx(1 / 4, abs=1e-6)  # one patch
+    assert p1['spread'] == pytest.approx(1.)  # uniform
     overall = result['overall']['mapped']
     assert overall['num_prompts'] == 2 and overall['prompts_above_chance'] \
         == 1 and overall['num_pairs'] == 3

@@ -129,6 +129,9 @@ def _check_metric(path, assignment):
                 assert v is None or 0. <= v <= 1.
         if not assignment:
             assert 'mapped' not in entry
+    assert 0. < result['overall'].pop('spread') <= 1.
+    for entry in result['prompts']:
+        assert 0. < entry['spread'] <= 1.
     for key, o in result['overall'].items():
         for v in (o['precision'], o['chance'], o['micro_precision'],
                   o['micro_chance']):

@@ -15,7 +15,8 @@ attention). The ground truth is downsampled to the patch grid by area
 (fraction of each patch's pixels); padding and ignored pixels belong to no
 class. Only images where a mapped class is present count for a prompt.
 Averages per prompt, over prompts (macro) and over (prompt, image) pairs
-(micro). See docs/prompt_attention.md.
+(micro). Also the mean "spread" of each prompt's map (exp(entropy) / number
+of patches: 1 = uniform, how diffuse it is). See docs/prompt_attention.md.
 
 Which classes a prompt "should" attend to:
 
@@ -100,9 +101,9 @@ def _fmt(v):
 
 def markdown(result: dict) -> str:
     """The per-prompt and overall tables of a result."""
-    rows = ['| layer | prompt | classes | images | precision | chance | '
-            'best class (post hoc) | images | precision | chance |',
-            '|---|---|---|---|---|---|---|---|---|---|']
+    rows = ['| layer | prompt | spread | classes | images | precision | '
+            'chance | best class (post hoc) | images | precision | chance |',
+            '|---|---|---|---|---|---|---|---|---|---|---|']
     for e in result['prompts']:
         m = e.get('mapped')
         b = e['best_class']
@@ -110,13 +111,15 @@ def markdown(result: dict) -> str:
             ', '.join(m['classes']) or '(none)', str(m['num_images']),
             _fmt(m['precision']), _fmt(m['chance'])]
         rows.append('| ' + ' | '.join(
-            [str(e['layer']), str(e['prompt'])] + mapped +
+            [str(e['layer']), str(e['prompt']), _fmt(e['spread'])] + mapped +
             [b['class'] or '-', str(b['num_images']), _fmt(b['precision']),
              _fmt(b['chance'])]) + ' |')
     rows += ['', '| assignment | prompts | above chance | precision (macro) '
              '| chance (macro) | pairs | precision (micro) | chance (micro) |',
              '|---|---|---|---|---|---|---|---|']
     for key, o in result['overall'].items():
+        if key == 'spread':
+            continue
         name = result['assignment'] if key == 'mapped' else \
             'best class (post hoc)'
         rows.append(f'| {name} | {o["num_prompts"]} | '
@@ -124,6 +127,8 @@ def markdown(result: dict) -> str:
                     f'| {_fmt(o["chance"])} | {o["num_pairs"]} | '
                     f'{_fmt(o["micro_precision"])} | '
                     f'{_fmt(o["micro_chance"])} |')
+    rows += ['', f'Mean spread of the prompts\' maps (exp(entropy) / '
+             f'patches, 1 = uniform): {_fmt(result["overall"]["spread"])}']
     return '\n'.join(rows) + '\n'
 
 

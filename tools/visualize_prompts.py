@@ -41,7 +41,7 @@ from davpt_seg.analysis.loading import (check_layers, load_annotation,  # noqa
                                         own_mapping,
                                         prepare_image, prompt_class_lists)
 from davpt_seg.analysis.prompt_attention import (  # noqa: E402
-    attention_pass, class_fractions, grid_to_image, image_precision)
+    attention_pass, class_fractions, grid_to_image, image_precision, spread)
 
 
 def parse_args(argv=None):
@@ -78,13 +78,14 @@ def parse_args(argv=None):
     return args
 
 
-def prompt_title(layer, k, classes, names, mass, score, per_head):
-    """Panel title of prompt k: its classes, its attention mass on the
-    patches and, with ground truth, its attention precision."""
+def prompt_title(layer, k, classes, names, mass, spread, score, per_head):
+    """Panel title of prompt k: its attention mass on the patches, the
+    spread of its map, its classes and, with ground truth, its attention
+    precision."""
     from davpt_seg.analysis.figures import class_list, wrap
-    lines = [f'L{layer} p{k}, {mass:.0%} on patches']
-    if per_head:
-        lines.append('heads averaged')
+    lines = [f'L{layer} p{k}, {mass:.0%} on patches',
+             ('heads averaged, ' if per_head else '') +
+             f'spread {spread:.0%}']
     if classes is not None:
         lines.append(wrap(class_list(classes, names), 34, 2))
     if score is not None:
@@ -105,6 +106,7 @@ def layer_view(record, layer, b, patch, img_shape, ori_shape, class_lists,
     mass = record.patch_mass(layer)[b].mean(0)[lay.prompts]      # [P]
     to_img = lambda m: grid_to_image(m, patch, img_shape, ori_shape)  # noqa
     mean_maps = to_img(maps.mean(1))
+    spreads = spread(maps.mean(1))                               # [P]
     fractions = None
     if gt is not None and classes is not None:
         fractions = class_fractions(gt, list(range(len(names))), img_shape,
@@ -122,7 +124,8 @@ def layer_view(record, layer, b, patch, img_shape, ori_shape, class_lists,
                 score = 'its classes: not in this image'
         titles.append(prompt_title(layer, k,
                                    None if classes is None else classes[k],
-                                   names, float(mass[k]), score, per_head))
+                                   names, float(mass[k]), float(spreads[k]),
+                                   score, per_head))
     view = dict(layer=layer, kind=lay.prompt_kind, prompts=shown,
                 kind_label=kind_label if classes is not None else None,
                 titles=titles, maps=mean_maps[shown].numpy(),
@@ -171,8 +174,9 @@ def sheet_for(model, img_path, ann_path, layers, mapping, args, out_file):
                                 img_shape, ori_shape, lists, names, gt,
                                 args.prompts, args.per_head, label))
     title = (f'{osp.basename(img_path)} | {method} '
-             f'{short_path(args.checkpoint)} | prompt maps: heads averaged, '
-             'renormalised over patches, each scaled to its max')
+             f'{short_path(args.checkpoint)}\nprompt maps: heads averaged, '
+             'renormalised over patches, each scaled to its max; spread = '
+             'exp(entropy) / number of patches (100% = uniform)')
     from davpt_seg.analysis.figures import draw_prompt_sheet
     draw_prompt_sheet(out_file, image, pred, gt, meta, views, title,
                       per_head=args.per_head, dpi=args.dpi)

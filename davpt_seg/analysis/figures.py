@@ -93,7 +93,8 @@ def _overview_row(fig, gs, row, ncols, image, pred, gt, meta):
                          label=f'{c}: {names[c]}') for c in present]
         ax.legend(handles=handles, loc='center left', fontsize=FONT,
                   ncol=max(1, math.ceil(len(handles) / 8)), frameon=False,
-                  title='classes in prediction / ground truth')
+                  title='classes in prediction' + (
+                      ' / ground truth' if gt is not None else ''))
 
 
 def _cls_row(fig, gs, row, ncols, image, view):
@@ -182,7 +183,7 @@ def draw_prompt_sheet(out_file: str, image: np.ndarray, pred: np.ndarray,
     if per_head and views:
         ncols = max(ncols, min(1 + views[0]['head_maps'].shape[1], 9))
     nrows = 1 + sum(_rows_for(v, ncols, per_head) for v in views)
-    left, right, wspace, head, foot = 0.03, 0.955, 0.08, 0.3, 0.3
+    left, right, wspace, head, foot = 0.03, 0.955, 0.08, 0.5, 0.3
     ax_w = COL_W * (right - left) * ncols / (ncols + (ncols - 1) * wspace)
     ax_h = ax_w * image.shape[0] / image.shape[1]
     lines = max([2] + [t.count('\n') + 1 for v in views

@@ -44,6 +44,20 @@ def attention_pass(model, data: dict, layers: Sequence[int]):
     return cap.last, processed['data_samples']
 
 
+def spread(maps: Tensor) -> Tensor:
+    """How diffuse attention maps are: ``exp(entropy) / N``, the effective
+    share of the N patches attended (1 = uniform, 1/N = a single patch).
+
+    Args:
+        maps (Tensor): [..., h, w], each summing to one.
+    Returns:
+        Tensor: [...] in (0, 1].
+    """
+    p = maps.flatten(-2).double()
+    entropy = -(p * p.clamp_min(1e-30).log()).sum(-1)
+    return (entropy.exp() / p.shape[-1]).float()
+
+
 def grid_to_image(maps: Tensor, patch_size: int, img_shape: Tuple[int, int],
                   out_shape: Tuple[int, int]) -> Tensor:
     """Patch-grid maps to image pixels for display.
@@ -125,6 +139,7 @@ class PrecisionAccumulator:
     def __init__(self, num_classes: int):
         self.num_classes = num_classes
         self.prec: Dict[int, List[np.ndarray]] = {}   # layer -> [P, C]s
+        self.spread: Dict[int, List[np.ndarray]] = {}  # layer -> [P]s
         self.chance: List[np.ndarray] = []            # [C] per image
         self.present: List[np.ndarray] = []           # [C] bool per image
 
@@ -139,6 +154,7 @@ class PrecisionAccumulator:
             maps = record.prompt_to_patches(layer)[b].mean(0)  # [P, h, w]
             prec, chance = image_precision(maps, fr)
             self.prec.setdefault(layer, []).append(prec)
+            self.spread.setdefault(layer, []).append(spread(maps).numpy())
         if chance is None:
             chance = fr.double().mean((-2, -1)).numpy()
         self.chance.append(chance)
@@ -191,9 +207,12 @@ def summarize(acc: PrecisionAccumulator,
         class_names (Sequence[str]): names of the class ids.
         min_images (int): images a class needs to be a post-hoc best class.
     Returns:
-        dict: ``prompts`` (list of per-prompt dicts) and ``overall``
-        (macro means over prompts, micro means over (prompt, image) pairs,
-        for the mapping and for the post-hoc best class).
+        dict: ``prompts`` (list of per-prompt dicts: ``spread``, the mean
+        :func:`spread` of the prompt's map over all images, and the scores
+        for its ``mapped`` classes and its ``best_class``) and ``overall``
+        (``spread``: mean over prompts; for the mapping and for the post-hoc
+        best class: macro means over prompts, micro means over (prompt,
+        image) pairs).
     """
     prompts = []
     pairs = {'mapped': ([], []), 'best_class': ([], [])}
@@ -201,7 +220,8 @@ def summarize(acc: PrecisionAccumulator,
         num_prompts = acc.prec[layer][0].shape[0] if acc.prec[layer] else 0
         assign = assignments.get(layer)
         for k in range(num_prompts):
-            entry = dict(layer=layer, prompt=k)
+            entry = dict(layer=layer, prompt=k, spread=float(
+                np.mean([s[k] for s in acc.spread[layer]])))
             if assign is not None:
                 prec, chance = acc.set_scores(layer, k, assign[k])
                 entry['mapped'] = dict(
@@ -220,7 +240,7 @@ def summarize(acc: PrecisionAccumulator,
             pairs['best_class'][0].append(prec)
             pairs['best_class'][1].append(chance)
             prompts.append(entry)
-    overall = {}
+    overall = dict(spread=_mean([e['spread'] for e in prompts]))
     for key, (precs, chances) in pairs.items():
         if not precs:
             continue
