@@ -35,13 +35,16 @@ def attention_pass(model, data: dict, layers: Sequence[int]):
     configs that predict with 'slide' inference.
 
     Returns:
-        tuple: (:class:`AttentionRecord` with [B, heads, T, T] maps,
-        list of ``SegDataSample`` with ``img_shape``/``ori_shape``).
+        tuple: (:class:`AttentionRecord` with [B, heads, T, T] maps on the
+        CPU, list of ``SegDataSample`` with ``img_shape``/``ori_shape``).
     """
     processed = model.data_preprocessor(data, False)
     with model.backbone.capture_attention(layers) as cap:
         model.backbone(processed['inputs'])
-    return cap.last, processed['data_samples']
+    record = cap.last
+    for layer in record.attn:  # the tools work on CPU (numpy, figures)
+        record.attn[layer] = record.attn[layer].cpu()
+    return record, processed['data_samples']
 
 
 def spread(maps: Tensor) -> Tensor:
