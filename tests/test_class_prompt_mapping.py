@@ -889,3 +889,16 @@ def test_distributed_ranks_agree_and_match_single_process(tmp_path):
                 assert torch.equal(got['state'][name], want['state'][name])
             torch.testing.assert_close(got['state']['centroids'],
                                        want['state']['centroids'])
+
+
+def test_prompt_classes_and_centroid_similarity():
+    m = ClassPromptMapping(num_classes=5, num_prompts=2, embed_dims=3)
+    assert m.centroid_similarity() is None  # no k-means solution yet
+    m.mapping.copy_(torch.tensor([1, 0, 1, 1, 0]))
+    assert m.prompt_classes() == [[1, 4], [0, 2, 3]]
+    assert sorted(sum(m.prompt_classes(), [])) == list(range(5))
+    m.centroids.copy_(torch.tensor([[1., 0., 0.], [2., 2., 0.]]))
+    m.has_centroids.fill_(True)
+    sim = m.centroid_similarity()
+    torch.testing.assert_close(
+        sim, torch.tensor([[1., 0.5**0.5], [0.5**0.5, 1.]]))

@@ -37,6 +37,7 @@ from mmseg.models.backbones import VisionTransformer
 from mmseg.registry import MODELS
 
 from davpt_seg.utils.checkpoint import load_weights
+from .attention_capture import AttentionCapture, capture_attention
 
 PROMPT_NORMS = ('none', 'l2', 'layer')
 #: Environment variable naming the pretrained file of a prompt-only
@@ -221,6 +222,8 @@ class PromptedVisionTransformer(VisionTransformer):
             positional ones in its order (``img_size``, ``patch_size``, ...);
             the arguments above are keyword-only.
     """
+    #: The active :meth:`capture_attention`, if any (eval-only analysis).
+    _attn_capture: Optional[AttentionCapture] = None
 
     def __init__(self,
                  *args,
@@ -725,6 +728,8 @@ class PromptedVisionTransformer(VisionTransformer):
         T = seq.shape[1]
         qkv = F.linear(layer.norm1(seq), mha.in_proj_weight, bias)
         q, k, v = qkv.view(B, T, 3, H, C // H).permute(2, 0, 3, 1, 4)
+        if self._attn_capture is not None:  # eval-only analysis
+            self._attn_capture.record(i, q, k, S, num_lead)
         o = F.scaled_dot_product_attention(
             q if collect else q[:, :, :S], k, v,
             dropout_p=mha.dropout if self.training else 0.)
@@ -818,6 +823,21 @@ class PromptedVisionTransformer(VisionTransformer):
         if collect:
             self._guided_features = dict(layers=guided, final_cls=x[:, 0])
         return tuple(outs)
+
+    def capture_attention(self, layers: Optional[Sequence[int]] = None):
+        """Context manager: record the attention probabilities of
+        ``layers`` (default: all; negative indices count from the end) in
+        every forward inside the block, prompts' queries included. Eval
+        mode only; outputs are unchanged. See
+        :mod:`davpt_seg.models.backbones.attention_capture`.
+
+        Yields:
+            AttentionCapture: ``.attn[layer]`` [B, heads, T, T] and
+            ``.layout[layer]`` (:class:`TokenLayout`: which rows are [CLS],
+            registers, patches, prompts) of the latest forward;
+            ``.records`` for every forward.
+        """
+        return capture_attention(self, layers)
 
     def train(self, mode: bool = True):
         # mmseg's ViT.train() returns None; keep nn.Module's contract.

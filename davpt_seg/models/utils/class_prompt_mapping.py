@@ -332,6 +332,33 @@ class ClassPromptMapping(nn.Module):
         return torch.bincount(
             self.mapping, minlength=self.num_prompts).tolist()
 
+    def prompt_classes(self) -> list:
+        """Classes mapped to each prompt (only meaningful once
+        ``initialized``; before that ``mapping`` is the placeholder
+        ``arange(num_classes) % num_prompts``).
+
+        Returns:
+            list[list[int]]: Length ``num_prompts``; entry ``k`` lists the
+            class ids mapped to prompt ``k`` in increasing order.
+        """
+        mapping = self.mapping.tolist()
+        return [[c for c, k in enumerate(mapping) if k == p]
+                for p in range(self.num_prompts)]
+
+    def centroid_similarity(self):
+        """Cosine similarity of the k-means centroids.
+
+        Returns:
+            Tensor | None: (num_prompts, num_prompts) float32 on CPU, or
+            None while ``has_centroids`` is False (no valid k-means solution
+            is stored).
+        """
+        if not bool(self.has_centroids):
+            return None
+        c = torch.nn.functional.normalize(
+            self.centroids.detach().float().cpu(), dim=1)
+        return c @ c.t()
+
     def extra_repr(self) -> str:
         return (f'num_classes={self.num_classes}, '
                 f'num_prompts={self.num_prompts}, '
