@@ -1,13 +1,15 @@
 """mmseg's inference APIs on the shipped configs: ``init_model`` +
 ``inference_model`` on every config (the ViT-L ones at a 96x128 image, the
 test ``Resize`` shrunk to 64 px: the models themselves are as configured),
-and on the toy config ``MMSegInferencer`` and ``show_result_pyplot`` with
-full and prompt-only checkpoints.
+and on the toy config ``MMSegInferencer``, ``show_result_pyplot`` and
+``demo/image_demo.py`` with full and prompt-only checkpoints.
 
 mmseg strips only ``type='LoadAnnotations'`` from the test pipeline; the toy
 config loads annotations with ``CheckedLoadAnnotations``, which must pass
 annotation-less samples through."""
 import copy
+import subprocess
+import sys
 from pathlib import Path
 
 import mmcv
@@ -24,7 +26,7 @@ import davpt_seg  # noqa: F401
 from davpt_seg.datasets import ToyADE20KDataset
 from davpt_seg.datasets.toy_data import synthesize_toy_sample
 from davpt_seg.engine.hooks import make_prompt_only
-from toy_run import TOY_CONFIG, save_toy_vit
+from toy_run import TOY_CONFIG, save_toy_vit, subprocess_env
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / 'configs'
@@ -148,6 +150,26 @@ def test_toy_show_result_pyplot(toy, image, tmp_path):
     assert written.shape == (H, W, 3)
     # The prediction is painted over the image.
     assert not np.array_equal(written, mmcv.imread(str(image)))
+
+
+def test_demo_writes_coloured_prediction(toy, image, tmp_path):
+    out_file = tmp_path / 'demo.png'
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / 'demo' / 'image_demo.py'), str(image),
+         str(toy['cfg']), str(toy['prompts']), '--out-file', str(out_file),
+         '--device', 'cpu', '--opacity', '1'],
+        cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True,
+        timeout=300)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    assert f'wrote {out_file}' in proc.stdout
+    assert 'toy_' in proc.stdout and '%' in proc.stdout
+    # Opacity 1: every pixel has the palette colour of its predicted class.
+    _, ref = _predict(toy['cfg'], toy['full'], str(image))
+    pred = ref.pred_sem_seg.data[0].numpy()
+    rgb = mmcv.imread(str(out_file), channel_order='rgb')
+    assert rgb.shape == (H, W, 3)
+    palette = np.array(ToyADE20KDataset.METAINFO['palette'], dtype=np.uint8)
+    assert np.array_equal(rgb, palette[pred])
 
 
 def test_checked_load_annotations_without_annotation_key():
