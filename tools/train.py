@@ -19,6 +19,7 @@ from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import davpt_seg  # noqa: F401,E402  (registration, safe checkpoint loading)
+from davpt_seg.engine.launch import check_davpt_hook  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -180,6 +181,10 @@ def main(argv=None):
     add_checkpoint_check(cfg)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg \
         else RUNNERS.build(cfg)
+    try:
+        check_davpt_hook(runner)
+    except ValueError as e:
+        raise SystemExit(f'{args.config}: {e}') from e
     runner.train()
 
 
