@@ -81,7 +81,8 @@ def drop_head_mismatches(model: nn.Module,
     mismatched, _ = _mismatched(model, state_dict)
     drop = [k for k, key, _, _ in mismatched if key.startswith(HEAD_PREFIXES)]
     if any(key.startswith(MAPPING_PREFIX) for _, key, _, _ in mismatched):
-        drop += [k for k in state_dict if _revise(k).startswith(MAPPING_PREFIX)]
+        drop += [k for k in state_dict
+                 if _revise(k).startswith(MAPPING_PREFIX)]
     for k in drop:
         del state_dict[k]
     return sorted(drop)
