@@ -2,6 +2,8 @@
 checkpoint through every loading path that never calls init_weights(),
 including mmseg.apis.init_model (which clears init_cfg: the checkpoint's own
 record of its pretrained file and fingerprint is used)."""
+import copy
+import io
 import shutil
 
 import numpy as np
@@ -437,3 +439,39 @@ custom_hooks = [
                        state['decode_head.conv_seg.weight'])
     assert torch.equal(model.backbone.class_mapping.mapping,
                        state['backbone.class_mapping.mapping'])
+
+
+def _saved_size(obj) -> int:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.tell()
+
+
+@pytest.mark.parametrize('save_optimizer', [True, False])
+def test_hook_save_optimizer(saved, save_optimizer):
+    """PromptOnlyCheckpointHook(save_optimizer=False) also drops the
+    optimizer state: with SGD momentum (one tensor per trainable parameter)
+    the checkpoint is about half as large."""
+    from types import SimpleNamespace
+
+    from davpt_seg.engine.hooks import PromptOnlyCheckpointHook
+    _, _, trained = saved
+    params = [p for p in trained.parameters() if p.requires_grad]
+    sgd = torch.optim.SGD(params, lr=0.1, momentum=0.9)
+    for p in params:
+        p.grad = torch.ones_like(p)
+    sgd.step()
+    ckpt = dict(state_dict=trained.state_dict(), meta={},
+                optimizer=sgd.state_dict())
+    with_optimizer = _saved_size(make_prompt_only(copy.deepcopy(ckpt),
+                                                  trained))
+    hook = PromptOnlyCheckpointHook(save_optimizer=save_optimizer)
+    hook.before_save_checkpoint(SimpleNamespace(model=trained), ckpt)
+    assert ('optimizer' in ckpt) == save_optimizer
+    assert 'backbone.layers.0.ln1.weight' not in ckpt['state_dict']
+    assert 'backbone.prompt_tokens' in ckpt['state_dict']
+    size = _saved_size(ckpt)
+    if save_optimizer:
+        assert size == with_optimizer
+    else:
+        assert size < 0.6 * with_optimizer
