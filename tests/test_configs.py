@@ -71,6 +71,13 @@ EXPECTED = {
 }
 
 
+# Trainable share of all parameters, as the README's table states it
+# (the paper rounds DA-VPT+ to 4.3 %).
+README_PERCENT = {'vpt_setr_ade20k.py': '4.29',
+                  'davpt_setr_ade20k.py': '4.29',
+                  'davptplus_setr_ade20k.py': '4.30'}
+
+
 def background(name: str) -> tuple:
     """Classes never drawn as prompt targets (DAVPTHook.background_ids):
     the background class 0 of the 60-class PASCAL Context."""
@@ -190,6 +197,13 @@ def test_parameter_counts(built):
         other=millions(counts['other']))
     print(f'{name}: total {counts["total"] / 1e6:.3f}M, {got}')
     assert got == EXPECTED[name]
+    if name in README_PERCENT:
+        percent = f'{100 * counts["trainable"] / counts["total"]:.2f}'
+        assert percent == README_PERCENT[name]
+        row = [line for line in (ROOT / 'README.md').read_text().splitlines()
+               if line.startswith(f'| `configs/{name}`')]
+        assert len(row) == 1 and \
+            f'{EXPECTED[name]["trainable"]:.3f}M ({percent} %)' in row[0], row
     # Exact integers where the paper's arithmetic gives them.
     backbone = model.backbone
     if backbone.embed_dims == 1024 and backbone.num_prompts == 20:
