@@ -38,7 +38,7 @@ init_default_scope('mmseg')
 # Trainable parameters in millions, rounded to 1e-3 M as the paper reports
 # them. 'heads' = decode_head + auxiliary_head, 'other' = anything else
 # trainable (necks). ADE20K SETR-PUP ViT-L: the paper's Table 2 (13.625M /
-# 13.674M, davpt-algorithm.md §5.4); PASCAL Context: the ADE20K heads with
+# 13.674M, docs/method.md §2); PASCAL Context: the ADE20K heads with
 # 60/59 instead of 150 classifier outputs (test_pascal_heads_*).
 ADE_PUP = dict(trainable=13.625, prompts=0.481, kv_biases=0., heads=13.144,
                other=0.)
