@@ -29,7 +29,11 @@ setup(
     packages=find_packages(exclude=('configs', 'tools', 'tests')),
     python_requires='>=3.9',
     install_requires=parse_requirements('requirements.txt'),
-    extras_require=dict(tests=parse_requirements('requirements-test.txt')),
+    extras_require=dict(
+        tests=parse_requirements('requirements-test.txt'),
+        # plots of training logs with mmseg's
+        # tools/analysis_tools/analyze_logs.py (seaborn needs pandas)
+        vis=['seaborn', 'pandas']),
     license='Apache License 2.0',
     zip_safe=False,
 )

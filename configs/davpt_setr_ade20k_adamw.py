@@ -1,5 +1,5 @@
 # DA-VPT on SETR-PUP ViT-L/16, ADE20K, with an AdamW recipe instead of the
-# stock SETR SGD one (davpt-algorithm.md §5.5, §9 Q9).
+# stock SETR SGD one (docs/method.md §5).
 #
 # Why two optimisers: the paper says the segmentation hyperparameters
 # "mirror our classification approach" (AdamW), but the only segmentation

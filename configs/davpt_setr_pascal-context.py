@@ -17,7 +17,7 @@
 # (evaluated) class but never drawn as a prompt target nor used for the
 # class statistics of the class->prompt mapping: `background_ids=(0, )`.
 # The paper (and the released code) use these 60 classes
-# (davpt-algorithm.md §5.1, §9 Q10).
+# (docs/method.md §5).
 #
 # Pretrained weights: pretrain/vit_large_p16.pth, the mmseg-format ViT-L/16
 # (IN-21k pre-trained, IN-1k fine-tuned at 384) produced by

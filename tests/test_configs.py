@@ -38,7 +38,7 @@ init_default_scope('mmseg')
 # Trainable parameters in millions, rounded to 1e-3 M as the paper reports
 # them. 'heads' = decode_head + auxiliary_head, 'other' = anything else
 # trainable (necks). ADE20K SETR-PUP ViT-L: the paper's Table 2 (13.625M /
-# 13.674M, davpt-algorithm.md §5.4); PASCAL Context: the ADE20K heads with
+# 13.674M, docs/method.md §2); PASCAL Context: the ADE20K heads with
 # 60/59 instead of 150 classifier outputs (test_pascal_heads_*).
 ADE_PUP = dict(trainable=13.625, prompts=0.481, kv_biases=0., heads=13.144,
                other=0.)
@@ -69,6 +69,13 @@ EXPECTED = {
         trainable=5.904, prompts=0.481, kv_biases=0., heads=2.003,
         other=3.420),
 }
+
+
+# Trainable share of all parameters, as the README's table states it
+# (the paper rounds DA-VPT+ to 4.3 %).
+README_PERCENT = {'vpt_setr_ade20k.py': '4.29',
+                  'davpt_setr_ade20k.py': '4.29',
+                  'davptplus_setr_ade20k.py': '4.30'}
 
 
 def background(name: str) -> tuple:
@@ -190,6 +197,13 @@ def test_parameter_counts(built):
         other=millions(counts['other']))
     print(f'{name}: total {counts["total"] / 1e6:.3f}M, {got}')
     assert got == EXPECTED[name]
+    if name in README_PERCENT:
+        percent = f'{100 * counts["trainable"] / counts["total"]:.2f}'
+        assert percent == README_PERCENT[name]
+        row = [line for line in (ROOT / 'README.md').read_text().splitlines()
+               if line.startswith(f'| `configs/{name}`')]
+        assert len(row) == 1 and \
+            f'{EXPECTED[name]["trainable"]:.3f}M ({percent} %)' in row[0], row
     # Exact integers where the paper's arithmetic gives them.
     backbone = model.backbone
     if backbone.embed_dims == 1024 and backbone.num_prompts == 20:

@@ -2,6 +2,8 @@
 checkpoint through every loading path that never calls init_weights(),
 including mmseg.apis.init_model (which clears init_cfg: the checkpoint's own
 record of its pretrained file and fingerprint is used)."""
+import copy
+import io
 import shutil
 
 import numpy as np
@@ -497,3 +499,39 @@ def test_init_model_with_a_moved_pretrained_file(saved, monkeypatch):
     monkeypatch.setenv('DAVPT_PRETRAINED', str(other))
     with pytest.raises(RuntimeError, match='trained on other frozen'):
         init_model(cfg_path, str(tmp / 'prompts.pth'), device='cpu')
+
+
+def _saved_size(obj) -> int:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.tell()
+
+
+@pytest.mark.parametrize('save_optimizer', [True, False])
+def test_hook_save_optimizer(saved, save_optimizer):
+    """PromptOnlyCheckpointHook(save_optimizer=False) also drops the
+    optimizer state: with SGD momentum (one tensor per trainable parameter)
+    the checkpoint is about half as large."""
+    from types import SimpleNamespace
+
+    from davpt_seg.engine.hooks import PromptOnlyCheckpointHook
+    _, _, trained = saved
+    params = [p for p in trained.parameters() if p.requires_grad]
+    sgd = torch.optim.SGD(params, lr=0.1, momentum=0.9)
+    for p in params:
+        p.grad = torch.ones_like(p)
+    sgd.step()
+    ckpt = dict(state_dict=trained.state_dict(), meta={},
+                optimizer=sgd.state_dict())
+    with_optimizer = _saved_size(make_prompt_only(copy.deepcopy(ckpt),
+                                                  trained))
+    hook = PromptOnlyCheckpointHook(save_optimizer=save_optimizer)
+    hook.before_save_checkpoint(SimpleNamespace(model=trained), ckpt)
+    assert ('optimizer' in ckpt) == save_optimizer
+    assert 'backbone.layers.0.ln1.weight' not in ckpt['state_dict']
+    assert 'backbone.prompt_tokens' in ckpt['state_dict']
+    size = _saved_size(ckpt)
+    if save_optimizer:
+        assert size == with_optimizer
+    else:
+        assert size < 0.6 * with_optimizer

@@ -54,16 +54,16 @@ def assert_same_training_checkpoint(path_a, path_b, iters: int) -> None:
 def toy_run_config(data_root, iters: int, *, checkpoint_interval: int,
                    val_interval: Optional[int] = None,
                    logger_interval: int = 1, probes: bool = False,
-                   extra: str = '') -> str:
-    """Config text: ``configs/davpt_setr_toy.py`` on ``data_root`` for
-    ``iters`` iterations (PolyLR ending there), validating every
-    ``val_interval`` iterations (default: never) and checkpointing every
-    ``checkpoint_interval``. ``probes`` imports ``tests/davpt_probes.py``
-    (which then must be on ``PYTHONPATH``); ``extra`` is appended as is
-    (e.g. ``custom_hooks``)."""
+                   extra: str = '', base=TOY_CONFIG) -> str:
+    """Config text: ``base`` (default ``configs/davpt_setr_toy.py``) on
+    ``data_root`` for ``iters`` iterations (PolyLR ending there), validating
+    every ``val_interval`` iterations (default: never) and checkpointing
+    every ``checkpoint_interval``. ``probes`` imports
+    ``tests/davpt_probes.py`` (which then must be on ``PYTHONPATH``);
+    ``extra`` is appended as is (e.g. ``custom_hooks``)."""
     imports = "['davpt_seg', 'davpt_probes']" if probes else "['davpt_seg']"
     val = val_interval if val_interval is not None else 10 * iters + 1000
-    return f"""_base_ = [{str(TOY_CONFIG)!r}]
+    return f"""_base_ = [{str(base)!r}]
 custom_imports = dict(imports={imports}, allow_failed_imports=False)
 data_root = {str(data_root)!r}
 train_dataloader = dict(dataset=dict(data_root=data_root))

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Slurm testing (mirrors mmseg's tools/slurm_train.sh).
+# Slurm testing (mirrors mmseg's tools/slurm_test.sh).
 #   GPUS=16 bash tools/slurm_test.sh PARTITION JOB_NAME CONFIG CHECKPOINT [test.py args...]
+# PY: the interpreter (default: the project's .venv, as tools/dist_test.sh,
+# else python on PATH).
 set -x
 PARTITION=$1
 JOB_NAME=$2
@@ -12,7 +14,7 @@ SRUN_ARGS=${SRUN_ARGS:-""}
 CHECKPOINT=$4
 PY_ARGS=${@:5}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-PY=${PY:-python}
+PY=${PY:-$( [ -x "$ROOT/.venv/bin/python" ] && echo "$ROOT/.venv/bin/python" || echo python )}
 
 PYTHONPATH="$ROOT":$PYTHONPATH \
 srun -p ${PARTITION} \

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Slurm training (mirrors mmseg's tools/slurm_train.sh).
 #   GPUS=16 bash tools/slurm_train.sh PARTITION JOB_NAME CONFIG [train.py args...]
+# PY: the interpreter (default: the project's .venv, as tools/dist_train.sh,
+# else python on PATH).
 set -x
 PARTITION=$1
 JOB_NAME=$2
@@ -11,7 +13,7 @@ CPUS_PER_TASK=${CPUS_PER_TASK:-5}
 SRUN_ARGS=${SRUN_ARGS:-""}
 PY_ARGS=${@:4}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-PY=${PY:-python}
+PY=${PY:-$( [ -x "$ROOT/.venv/bin/python" ] && echo "$ROOT/.venv/bin/python" || echo python )}
 
 PYTHONPATH="$ROOT":$PYTHONPATH \
 srun -p ${PARTITION} \

@@ -7,8 +7,16 @@
 
 ``--tta`` evaluates multi-scale + flip with the config's ``tta_pipeline``
 (mmseg's ratios 0.5-1.75 for the dataset configs).
+
+``--show-dir DIR`` paints every test image (unless the config sets
+``default_hooks.visualization.interval``; mmseg's hook defaults to every
+50th) with mmseg's ``SegVisualizationHook``: the ground truth (where the
+split has it) beside the prediction, written by the visualizer's
+``LocalVisBackend`` as ``DIR/vis_data/vis_image/test_<image file>_0.png``
+(``DIR/vis_data`` also gets the run's config and a JSON of the metrics).
 """
 import argparse
+import logging
 import os
 import os.path as osp
 import sys
@@ -16,6 +24,7 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from mmengine.config import DictAction  # noqa: E402
+from mmengine.logging import print_log  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import davpt_seg  # noqa: F401,E402  (registration, safe checkpoint loading)
@@ -41,8 +50,9 @@ def parse_args(argv=None):
         '--show', action='store_true', help='show prediction results')
     parser.add_argument(
         '--show-dir',
-        help='directory where painted images will be saved. If specified, '
-        'it will be automatically saved to the work_dir/timestamp/show_dir')
+        help='paint the ground truth and prediction of every test image '
+        '(unless the config sets default_hooks.visualization.interval) into '
+        'SHOW_DIR/vis_data/vis_image/test_<image file>_0.png')
     parser.add_argument(
         '--wait-time', type=float, default=2, help='the interval of show (s)')
     parser.add_argument(
@@ -65,6 +75,11 @@ def parse_args(argv=None):
 
 
 def trigger_visualization_hook(cfg, args):
+    """``--show`` / ``--show-dir``: turn on drawing in the visualization
+    hook. With ``--show-dir`` the visualizer saves under that directory and
+    every image is drawn (``interval=1``) unless the config sets an
+    interval itself (mmseg's ``SegVisualizationHook`` defaults to 50, which
+    draws nothing on a split of fewer than 50 images)."""
     default_hooks = cfg.default_hooks
     if 'visualization' in default_hooks:
         visualization_hook = default_hooks['visualization']
@@ -75,6 +90,13 @@ def trigger_visualization_hook(cfg, args):
         if args.show_dir:
             visualizer = cfg.visualizer
             visualizer['save_dir'] = args.show_dir
+            interval = visualization_hook.setdefault('interval', 1)
+            if interval != 1:
+                print_log(
+                    f'--show-dir: the config draws every {interval}th test '
+                    'image (default_hooks.visualization.interval); '
+                    '--cfg-options default_hooks.visualization.interval=1 '
+                    'draws all', logger='current', level=logging.WARNING)
     else:
         raise RuntimeError(
             'VisualizationHook must be included in default_hooks. Refer to '
@@ -111,6 +133,10 @@ def main(argv=None):
     add_checkpoint_check(cfg)
     runner = Runner.from_cfg(cfg)
     runner.test()
+    if args.show_dir:
+        print_log('painted images in '
+                  f"{osp.join(args.show_dir, 'vis_data', 'vis_image')}",
+                  logger='current')
 
 
 if __name__ == '__main__':

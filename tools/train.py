@@ -19,6 +19,8 @@ from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import davpt_seg  # noqa: F401,E402  (registration, safe checkpoint loading)
+from davpt_seg.engine.launch import (check_davpt_hook,  # noqa: E402
+                                     sync_bn_to_bn)
 
 
 def parse_args(argv=None):
@@ -75,7 +77,9 @@ def use_gloo_without_gpus(cfg):
     * the model is wrapped in ``MMDistributedDataParallel`` with
       ``device_ids=None`` (DDP refuses device ids for a CPU module) and
       mmengine's defaults ``broadcast_buffers=False``,
-      ``find_unused_parameters=False`` unless the config sets them.
+      ``find_unused_parameters=False`` unless the config sets them;
+    * SyncBN norm configs become BN (``sync_bn_to_bn``, logged): SyncBN
+      only works on GPUs.
 
     ``--launcher slurm`` needs CUDA (mmengine sets the device); ``mpi`` works.
     """
@@ -90,6 +94,7 @@ def use_gloo_without_gpus(cfg):
         raise SystemExit('--launcher slurm needs CUDA devices; for CPU '
                          'processes use tools/dist_train.sh / torchrun '
                          '(--launcher pytorch)')
+    sync_bn_to_bn(cfg)
     wrapper = cfg.get('model_wrapper_cfg') or {}
     wrapper = dict(wrapper)
     wrapper.setdefault('type', 'MMDistributedDataParallel')
@@ -180,6 +185,10 @@ def main(argv=None):
     add_checkpoint_check(cfg)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg \
         else RUNNERS.build(cfg)
+    try:
+        check_davpt_hook(runner)
+    except ValueError as e:
+        raise SystemExit(f'{args.config}: {e}') from e
     runner.train()
 
 

@@ -23,7 +23,7 @@
 #   drops; a frozen backbone never learns it back, so
 #   PromptedVisionTransformer refuses such a file without patch_bias=True.
 #
-# guided_layers=[11] as in the SETR-PUP configs (davpt-algorithm.md §9 Q6).
+# guided_layers=[11] as in the SETR-PUP configs (docs/method.md §5).
 _base_ = ['mmseg::setr/setr_vit-l_mla_8xb2-160k_ade20k-512x512.py']
 
 custom_imports = dict(imports=['davpt_seg'], allow_failed_imports=False)

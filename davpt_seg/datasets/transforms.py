@@ -1,7 +1,9 @@
 """Annotation loading that fails clearly on bad files and bad labels."""
+import logging
 from typing import Optional
 
 import numpy as np
+from mmengine.logging import print_log
 from mmseg.datasets.transforms import LoadAnnotations
 from mmseg.registry import TRANSFORMS
 
@@ -31,6 +33,20 @@ class CheckedLoadAnnotations(LoadAnnotations):
     Nothing is skipped silently. (mmcv's ``LoadImageFromFile`` already names
     the image when it is missing or cannot be decoded.)
 
+    Inference: a sample without a ``seg_map_path`` key passes through
+    unchanged (no ``gt_seg_map``; a DEBUG log line says so). mmseg's
+    inference APIs (``inference_model``, ``MMSegInferencer``) reuse the
+    config's test pipeline and remove only transforms whose type is exactly
+    ``'LoadAnnotations'``; their samples carry an image and no annotation
+    key. Passing such samples through makes every caller that strips
+    annotation loading by that name work (also TTA pipelines and
+    ``MMSegInferencer``), without relying on the name; registering this
+    class as ``'LoadAnnotations'`` instead would shadow mmseg's transform for
+    every config in the process. Datasets always set the key for annotated
+    samples (``data_prefix`` with ``seg_map_path``), so a missing or
+    unreadable file is still an error, and a ``seg_map_path`` of None is
+    too.
+
     Args:
         num_classes (int, optional): number of classes; None skips the
             label check. Default: None.
@@ -56,8 +72,14 @@ class CheckedLoadAnnotations(LoadAnnotations):
         self.check_shape = check_shape
 
     def _load_seg_map(self, results: dict) -> None:
-        path = results.get('seg_map_path')
         image = results.get('img_path', '?')
+        if 'seg_map_path' not in results:
+            print_log(
+                f'{self.__class__.__name__}: no seg_map_path for {image} '
+                '(inference without annotations): no gt_seg_map loaded',
+                logger='current', level=logging.DEBUG)
+            return
+        path = results['seg_map_path']
         try:
             super()._load_seg_map(results)
         except FileNotFoundError as e:

@@ -5,15 +5,27 @@ mmengine loads checkpoints (``load_from``, ``--resume``, ``tools/test.py``)
 with ``strict=False``, which only *logs* shape mismatches and leaves those
 tensors as they were: testing a 150-class checkpoint on a 59-class config
 reports an mIoU of randomly initialised heads without any error.
+
+Fine-tuning on another dataset (reuse the backbone and prompts, re-init the
+heads' classifiers) is the one opt-out: ``allow_head_mismatch``.
 """
+import logging
 import re
-from typing import Dict, List
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
 from mmengine.hooks import Hook
+from mmengine.logging import print_log
 from mmengine.model import BaseTTAModel, is_model_wrapper
+from mmengine.optim import OptimWrapper, OptimWrapperDict
 from mmseg.registry import HOOKS
+
+#: state-dict prefixes of the heads (``allow_head_mismatch`` drops those of
+#: their tensors whose shapes differ) and of the class->prompt mapping
+#: (dropped as a whole when any of its buffers differs: another class count)
+HEAD_PREFIXES = ('decode_head.', 'auxiliary_head.')
+MAPPING_PREFIX = 'backbone.class_mapping.'
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -22,23 +34,58 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model
 
 
+def _revise(key: str) -> str:
+    return re.sub(r'^module\.', '', key)
+
+
+def _mismatched(model: nn.Module, state_dict: Dict[str, torch.Tensor]
+                ) -> Tuple[List[Tuple[str, str, tuple, tuple]], bool]:
+    """``([(checkpoint key, model key, checkpoint shape, model shape)],
+    disjoint)`` for the tensors whose shapes differ; ``disjoint`` is True
+    when no tensor of ``state_dict`` is in the model."""
+    own = _unwrap(model).state_dict()
+    ckpt = {k: v for k, v in state_dict.items()
+            if isinstance(v, torch.Tensor)}
+    common = [k for k in ckpt if _revise(k) in own]
+    if ckpt and not common:
+        return [], True
+    return [(k, _revise(k), tuple(ckpt[k].shape),
+             tuple(own[_revise(k)].shape)) for k in sorted(common)
+            if tuple(ckpt[k].shape) != tuple(own[_revise(k)].shape)], False
+
+
 def checkpoint_mismatches(model: nn.Module,
                           state_dict: Dict[str, torch.Tensor]) -> List[str]:
     """``'key: checkpoint (shape) vs model (shape)'`` for every tensor of
     ``state_dict`` (keys as mmengine revises them: a leading ``module.``
     removed) whose shape differs from the model's; ``['no tensor ...']`` if
     none of its keys is in the model."""
-    own = _unwrap(model).state_dict()
-    ckpt = {re.sub(r'^module\.', '', k): v for k, v in state_dict.items()
-            if isinstance(v, torch.Tensor)}
-    common = [k for k in ckpt if k in own]
-    if ckpt and not common:
+    mismatched, disjoint = _mismatched(model, state_dict)
+    if disjoint:
+        own = _unwrap(model).state_dict()
+        ckpt = sorted(_revise(k) for k, v in state_dict.items()
+                      if isinstance(v, torch.Tensor))
         return [f'no tensor of the checkpoint is in the model (its keys '
-                f'start like {sorted(ckpt)[:3]}; the model\'s like '
+                f'start like {ckpt[:3]}; the model\'s like '
                 f'{sorted(own)[:3]})']
-    return [f'{k}: checkpoint {tuple(ckpt[k].shape)} vs model '
-            f'{tuple(own[k].shape)}' for k in sorted(common)
-            if tuple(ckpt[k].shape) != tuple(own[k].shape)]
+    return [f'{key}: checkpoint {a} vs model {b}'
+            for _, key, a, b in mismatched]
+
+
+def drop_head_mismatches(model: nn.Module,
+                         state_dict: Dict[str, torch.Tensor]) -> List[str]:
+    """Delete from ``state_dict`` (in place) the heads' tensors whose shapes
+    differ from ``model``'s and, if any class->prompt mapping buffer
+    differs, every mapping buffer (the mapping is then built afresh by
+    ``DAVPTHook`` at the start of training). Returns the deleted keys."""
+    mismatched, _ = _mismatched(model, state_dict)
+    drop = [k for k, key, _, _ in mismatched if key.startswith(HEAD_PREFIXES)]
+    if any(key.startswith(MAPPING_PREFIX) for _, key, _, _ in mismatched):
+        drop += [k for k in state_dict
+                 if _revise(k).startswith(MAPPING_PREFIX)]
+    for k in drop:
+        del state_dict[k]
+    return sorted(drop)
 
 
 @HOOKS.register_module()
@@ -49,12 +96,51 @@ class CheckpointShapeCheckHook(Hook):
     are allowed: prompt-only checkpoints leave out the frozen ViT).
 
     ``tools/train.py`` and ``tools/test.py`` add it to every config.
+
+    Fine-tuning on another dataset: with ``allow_head_mismatch``, a
+    ``load_from`` checkpoint at the start of training (not ``--resume``, not
+    testing) may differ in the heads: their mismatched tensors (the
+    classifiers ``conv_seg`` for another class count) are dropped and keep
+    their fresh initialisation, and so is the class->prompt mapping if its
+    class count differs (``DAVPTHook`` builds a new one). The dropped keys
+    are logged. The backbone, prompts and the heads' matching tensors load
+    as usual; any other mismatch is still an error.
+
+    Args:
+        allow_head_mismatch (bool, optional): see above. None (default)
+            reads the config key ``allow_head_mismatch`` (default False),
+            so that ``allow_head_mismatch = True`` in a config works with
+            the hook ``tools/train.py`` adds.
     """
 
     priority = 'VERY_HIGH'
 
+    def __init__(self, allow_head_mismatch: Optional[bool] = None) -> None:
+        self.allow_head_mismatch = allow_head_mismatch
+
+    def _head_mismatch_allowed(self, runner) -> bool:
+        allowed = self.allow_head_mismatch
+        if allowed is None:
+            allowed = bool(runner.cfg.get('allow_head_mismatch', False))
+        # training = the runner has built its optimizer wrapper (train()
+        # does so before loading; test() never); resume restores a run of
+        # this very model, whose shapes must fit
+        training = isinstance(runner.optim_wrapper,
+                              (OptimWrapper, OptimWrapperDict))
+        return allowed and training and not runner.cfg.get('resume', False)
+
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         state = checkpoint.get('state_dict', checkpoint)
+        if self._head_mismatch_allowed(runner):
+            dropped = drop_head_mismatches(runner.model, state)
+            if dropped:
+                print_log(
+                    'allow_head_mismatch: not loading these tensors of '
+                    f'{getattr(runner, "_load_from", None)} (head tensors '
+                    'of another shape keep their fresh initialisation; a '
+                    'class->prompt mapping of another class count is '
+                    f'rebuilt by DAVPTHook): {", ".join(dropped)}',
+                    logger='current', level=logging.WARNING)
         problems = checkpoint_mismatches(runner.model, state)
         if not problems:
             return
@@ -62,7 +148,12 @@ class CheckpointShapeCheckHook(Hook):
         if any(re.search(r'conv_seg|class_mapping\.(mapping|feat)', p)
                for p in problems):
             hint = (' The number of classes differs: check num_classes of '
-                    'the decode/auxiliary heads and of model.backbone.')
+                    'the decode/auxiliary heads and of model.backbone. To '
+                    'fine-tune on another dataset (reuse the backbone and '
+                    'prompts, re-initialise the mismatched head tensors and '
+                    'the class->prompt mapping), set '
+                    '`allow_head_mismatch = True` in the config (training '
+                    'from load_from only).')
         source = getattr(runner, '_load_from', None) or \
             'the latest checkpoint of the work dir'
         shown = '\n  '.join(problems[:12])

@@ -1,6 +1,6 @@
 # Copyright (c) davpt-seg contributors. Apache-2.0.
 """DAVPTHook: turns a stock mmseg segmentor with a prompted backbone into
-DA-VPT training (``davpt-algorithm.md`` §3-§5, §9).
+DA-VPT training (``docs/method.md`` §3-§5).
 
 Per training iteration (on every rank, on its own batch):
 

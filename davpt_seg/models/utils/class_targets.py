@@ -2,7 +2,7 @@
 """Per-image DA-VPT targets from (cropped, augmented) segmentation labels.
 
 The paper draws, each iteration, one non-background class present in the
-image as its metric-learning target (``davpt-algorithm.md`` §4.3, §5.1, Q2);
+image as its metric-learning target (``docs/method.md`` §3, §5);
 the authors' code instead takes the most frequent prompt among the image's
 classes (``'mode'``). Both are here; images with no valid class get ``-1``
 ("no target") and are left out of the metric losses.
