@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from mmengine.config import Config
 
-from davpt_seg.bench import PRESETS, VARIANTS, child_config
+from davpt_seg.bench import PRESETS, VARIANTS, preset_config
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = [sys.executable, str(ROOT / 'tools' / 'accuracy_bench.py')]
@@ -124,8 +124,8 @@ def test_real_preset_configs(tmp_path, preset):
     the model and recipe are the shipped config's."""
     for variant in VARIANTS:
         path = tmp_path / f'{variant}.py'
-        path.write_text(child_config(variant, PRESETS[preset], '/data/camvid',
-                                     '/w/vits14.pth', 'val'))
+        preset_config(variant, PRESETS[preset], '/data/camvid',
+                      '/w/vits14.pth', 'val').dump(str(path))
         cfg = Config.fromfile(str(path))
         shipped = Config.fromfile(str(
             ROOT / 'configs' / 'camvid' /
@@ -138,6 +138,8 @@ def test_real_preset_configs(tmp_path, preset):
         assert cfg.test_dataloader.dataset.data_prefix == dict(
             img_path='val', seg_map_path='valannot')
         assert cfg.train_dataloader.dataset.data_root == '/data/camvid'
+        assert cfg.train_dataloader.dataset.pipeline[3].crop_size == p.crop
+        assert cfg.test_dataloader.dataset.pipeline[1].scale == p.scale
         assert cfg.optim_wrapper == shipped.optim_wrapper
         for key in ('embed_dims', 'num_layers', 'patch_size', 'type'):
             assert cfg.model.backbone[key] == shipped.model.backbone[key]

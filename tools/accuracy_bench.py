@@ -7,8 +7,9 @@
         [--preset cpu|gpu|smoke] [--iters N] [--eval-split val|test] \\
         [--work-dir DIR]
 
-Each variant x seed is trained with ``tools/train.py`` on a child of the
-shipped ``configs/camvid`` config (``WORK_DIR/configs``), its last checkpoint
+Each variant x seed is trained with ``tools/train.py`` on the shipped
+``configs/camvid`` config with the preset's data, resolution and schedule
+(written to ``WORK_DIR/configs``), its last checkpoint
 evaluated with ``tools/test.py`` on ``--eval-split``; the report is
 ``WORK_DIR/results.{json,md,png}``. Resumable: a finished run is not rerun, a
 killed one continues from its last checkpoint. ``--preset smoke`` without
@@ -29,7 +30,7 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if ROOT not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, ROOT)
 
-from davpt_seg.bench import (PRESETS, VARIANTS, child_config,  # noqa: E402
+from davpt_seg.bench import (PRESETS, VARIANTS, preset_config,  # noqa: E402
                              format_markdown, median_step_time,
                              plot_results, read_test_metrics,
                              read_train_log, summarise)
@@ -182,9 +183,8 @@ def main(argv=None) -> int:
     for variant in args.variants:
         configs[variant] = osp.join(args.work_dir, 'configs',
                                     f'{variant}.py')
-        with open(configs[variant], 'w', encoding='utf-8') as f:
-            f.write(child_config(variant, preset, data_root, weights,
-                                 args.eval_split, iters))
+        preset_config(variant, preset, data_root, weights, args.eval_split,
+                      iters).dump(configs[variant])
     start = time.time()
     runs = [one_run(args, v, s, configs[v], iters)
             for s in args.seeds for v in args.variants]  # seed-major order

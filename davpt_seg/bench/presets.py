@@ -2,13 +2,15 @@
 """Presets of the CamVid accuracy bench and the configs they produce.
 
 Each run of ``tools/accuracy_bench.py`` trains a shipped CamVid config
-(``configs/camvid/<variant>_dinov2-s14_setr-pup_camvid.py``) through a child
-config that changes only the data root, the pretrained file, the evaluation
-split and the preset's resolution / batch / schedule.
+(``configs/camvid/<variant>_dinov2-s14_setr-pup_camvid.py``) with only the
+data root, the pretrained file, the evaluation split and the preset's
+resolution / batch / schedule changed (:func:`preset_config`).
 """
 import os.path as osp
 from dataclasses import dataclass
 from typing import Optional, Tuple
+
+from mmengine.config import Config
 
 CONFIG_DIR = osp.join(
     osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'configs',
@@ -58,11 +60,10 @@ PRESETS = {
 }
 
 #: smoke preset: a tiny random ViT (patch 14, 4 layers of 48 dims)
-_TINY_BACKBONE = ('embed_dims=48, num_layers=4, num_heads=2, mlp_ratio=2, '
-                  'out_indices=(1, 3), ')
-_TINY_HEADS = """    decode_head=dict(in_channels=48, channels=16),
-    auxiliary_head=dict(in_channels=48, channels=8),
-"""
+TINY_BACKBONE = dict(embed_dims=48, num_layers=4, num_heads=2, mlp_ratio=2,
+                     out_indices=(1, 3))
+# 4 prompts: the toy data show only 8 of the 11 classes
+TINY_PROMPTS = dict(num_prompts=4, num_proxy_prompts=4, guided_layers=[3])
 
 
 def config_path(variant: str) -> str:
@@ -73,75 +74,69 @@ def config_path(variant: str) -> str:
     return osp.join(CONFIG_DIR, f'{variant}_dinov2-s14_setr-pup_camvid.py')
 
 
-def _tiny_overrides(variant: str):
-    """(backbone, heads) config text of the smoke preset's tiny model."""
-    backbone = _TINY_BACKBONE
+def _set_transform(pipeline: list, type_name: str, **values) -> None:
+    found = [t for t in pipeline if t['type'] == type_name]
+    if len(found) != 1:
+        raise ValueError(f'expected one {type_name} in the pipeline')
+    found[0].update(values)
+
+
+def _shrink(cfg: Config, variant: str) -> None:
+    """The smoke preset's tiny model."""
+    cfg.model.backbone.update(TINY_BACKBONE)
     if variant in PROMPTED:
-        # 4 prompts: the toy data show only 8 of the 11 classes
-        layers = '[2, 3]' if variant == 'davpt_g4' else '[3]'
-        backbone += (f'num_prompts=4, num_proxy_prompts=4, '
-                     f'guided_layers={layers}, ')
-    return backbone, _TINY_HEADS
+        cfg.model.backbone.update(TINY_PROMPTS)
+        if variant == 'davpt_g4':
+            cfg.model.backbone.guided_layers = [2, 3]
+    cfg.model.decode_head.update(in_channels=48, channels=16)
+    cfg.model.auxiliary_head.update(in_channels=48, channels=8)
 
 
-def child_config(variant: str, preset: Preset, data_root: str,
-                 weights: Optional[str], eval_split: str,
-                 iters: Optional[int] = None) -> str:
-    """The text of the config one bench run trains and tests with."""
-    base = config_path(variant)
-    tiny_backbone, tiny_heads = _tiny_overrides(variant) \
-        if preset.tiny else ('', '')
+def preset_config(variant: str, preset: Preset, data_root: str,
+                  weights: Optional[str], eval_split: str,
+                  iters: Optional[int] = None) -> Config:
+    """The shipped config of ``variant`` with the preset's resolution, batch
+    and schedule, ``data_root``, ``weights`` (None: random init) and
+    ``eval_split`` as the test set; model and recipe unchanged."""
+    cfg = Config.fromfile(config_path(variant))
     iters = iters or preset.iters
-    init = 'None' if weights is None else \
-        f"dict(type='Pretrained', checkpoint={osp.abspath(weights)!r})"
-    persistent = preset.num_workers > 0
-    text = f"""# Written by tools/accuracy_bench.py (variant {variant}).
-_base_ = [{base!r}]
-data_root = {osp.abspath(data_root)!r}
-crop_size = {preset.crop!r}
-img_scale = {preset.scale!r}
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='CheckedLoadAnnotations', num_classes=11),
-    dict(type='RandomResize', scale=img_scale, ratio_range=(0.5, 2.0),
-         keep_ratio=True),
-    dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PhotoMetricDistortion'),
-    dict(type='PackSegInputs')
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=img_scale, keep_ratio=True),
-    dict(type='CheckedLoadAnnotations', num_classes=11),
-    dict(type='PackSegInputs')
-]
-model = dict(
-    data_preprocessor=dict(size=crop_size),
-    backbone=dict({tiny_backbone}img_size=crop_size, init_cfg={init}),
-{tiny_heads}    test_cfg=dict(mode='slide', crop_size=crop_size,
-                  stride={preset.stride!r}))
-train_dataloader = dict(
-    batch_size={preset.batch_size}, num_workers={preset.num_workers},
-    persistent_workers={persistent},
-    dataset=dict(data_root=data_root, pipeline=train_pipeline))
-val_dataloader = dict(
-    num_workers={preset.num_workers}, persistent_workers={persistent},
-    dataset=dict(
-        data_root=data_root,
-        data_prefix=dict(img_path={eval_split!r},
-                         seg_map_path={eval_split + 'annot'!r}),
-        pipeline=test_pipeline))
-test_dataloader = val_dataloader
-test_evaluator = dict(type='ClassIoUMetric', iou_metrics=['mIoU'])
-param_scheduler = [
-    dict(type='PolyLR', eta_min=1e-4, power=0.9, begin=0, end={iters},
-         by_epoch=False)
-]
-# no validation while training: the bench tests the last checkpoint
-train_cfg = dict(max_iters={iters}, val_interval={iters + 1})
-default_hooks = dict(
-    logger=dict(interval={preset.log_interval}),
-    checkpoint=dict(interval={preset.checkpoint_interval}, max_keep_ckpts=1))
-"""
-    return text
+    model = cfg.model
+    model.data_preprocessor.size = preset.crop
+    model.backbone.img_size = preset.crop
+    model.backbone.init_cfg = None if weights is None else dict(
+        type='Pretrained', checkpoint=osp.abspath(weights))
+    model.test_cfg = dict(mode='slide', crop_size=preset.crop,
+                          stride=preset.stride)
+    if preset.tiny:
+        _shrink(cfg, variant)
+    train = cfg.train_dataloader
+    _set_transform(train.dataset.pipeline, 'RandomResize', scale=preset.scale)
+    _set_transform(train.dataset.pipeline, 'RandomCrop',
+                   crop_size=preset.crop)
+    train.update(batch_size=preset.batch_size,
+                 num_workers=preset.num_workers,
+                 persistent_workers=preset.num_workers > 0)
+    train.dataset.data_root = osp.abspath(data_root)
+    for loader in (cfg.val_dataloader, cfg.test_dataloader):
+        _set_transform(loader.dataset.pipeline, 'Resize', scale=preset.scale)
+        loader.update(num_workers=preset.num_workers,
+                      persistent_workers=preset.num_workers > 0)
+        loader.dataset.update(
+            data_root=osp.abspath(data_root),
+            data_prefix=dict(img_path=eval_split,
+                             seg_map_path=eval_split + 'annot'))
+    # the top-level variables, for a reader of the dumped config
+    cfg.merge_from_dict(dict(
+        crop_size=preset.crop, img_scale=preset.scale,
+        data_root=osp.abspath(data_root),
+        train_pipeline=train.dataset.pipeline,
+        test_pipeline=cfg.test_dataloader.dataset.pipeline))
+    cfg.test_evaluator = dict(type='ClassIoUMetric', iou_metrics=['mIoU'])
+    cfg.param_scheduler = [dict(type='PolyLR', eta_min=1e-4, power=0.9,
+                                begin=0, end=iters, by_epoch=False)]
+    # no validation while training: the bench tests the last checkpoint
+    cfg.train_cfg.update(max_iters=iters, val_interval=iters + 1)
+    cfg.default_hooks.logger.interval = preset.log_interval
+    cfg.default_hooks.checkpoint.update(
+        interval=preset.checkpoint_interval, max_keep_ckpts=1)
+    return cfg
