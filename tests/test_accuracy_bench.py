@@ -8,12 +8,14 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
 from mmengine.config import Config
 
-from davpt_seg.bench import PRESETS, VARIANTS, preset_config
+from davpt_seg.bench import (PRESETS, VARIANTS, latest_valid_checkpoint,
+                             preset_config)
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = [sys.executable, str(ROOT / 'tools' / 'accuracy_bench.py')]
@@ -86,11 +88,13 @@ def test_killed_run_resumes_from_its_checkpoint(tmp_path):
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True)
     deadline = time.time() + 600
-    while not list(run_dir.glob('iter_*.pth')) and time.time() < deadline:
+    while latest_valid_checkpoint(str(run_dir)) is None and \
+            time.time() < deadline:
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    saved = sorted(int(p.stem[5:]) for p in run_dir.glob('iter_*.pth'))
+    saved = sorted(int(p.stem[5:]) for p in run_dir.glob('iter_*.pth')
+                   if zipfile.is_zipfile(p))
     assert saved and saved[-1] < 40, 'killed before the end'
     assert not (run_dir / 'result.json').exists()
 
@@ -102,6 +106,21 @@ def test_killed_run_resumes_from_its_checkpoint(tmp_path):
     resumed = [json.loads(line) for line in logs[-1].read_text().splitlines()]
     steps = [e['step'] for e in resumed if 'loss' in e]
     assert steps[0] > saved[-1] and steps[-1] == 40
+
+
+def test_latest_valid_checkpoint_skips_truncated_files(tmp_path):
+    """A run killed while saving leaves a truncated newest checkpoint (and
+    mmengine's ``last_checkpoint`` may name it): resume from the newest
+    complete one."""
+    import torch
+    assert latest_valid_checkpoint(str(tmp_path)) is None
+    for it in (10, 20, 30):
+        torch.save({'it': torch.tensor(it)}, tmp_path / f'iter_{it}.pth')
+    data = (tmp_path / 'iter_30.pth').read_bytes()
+    (tmp_path / 'iter_30.pth').write_bytes(data[:len(data) // 2])
+    (tmp_path / 'iter_5.pth.tmp').write_bytes(b'x')
+    assert latest_valid_checkpoint(str(tmp_path)) == str(tmp_path /
+                                                         'iter_20.pth')
 
 
 def test_missing_inputs_are_clear_errors(tmp_path):

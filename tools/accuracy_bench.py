@@ -23,6 +23,7 @@ import platform
 import subprocess
 import sys
 import time
+import zipfile
 
 import torch
 
@@ -31,7 +32,8 @@ if ROOT not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, ROOT)
 
 from davpt_seg.bench import (PRESETS, VARIANTS, preset_config,  # noqa: E402
-                             format_markdown, median_step_time,
+                             format_markdown, latest_valid_checkpoint,
+                             median_step_time,
                              plot_results, read_test_metrics,
                              read_train_log, summarise)
 
@@ -145,11 +147,17 @@ def one_run(args, variant: str, seed: int, config: str, iters: int) -> dict:
     log = osp.join(run_dir, 'bench.log')
     ckpt = osp.join(run_dir, f'iter_{iters}.pth')
     start = time.time()
-    if not osp.isfile(ckpt):
-        print(f'{variant} seed {seed}: training', flush=True)
+    if not zipfile.is_zipfile(ckpt):  # missing or truncated
+        # mmengine's own auto-resume trusts ``last_checkpoint``, which names
+        # a truncated file if the run was killed while saving.
+        resume = latest_valid_checkpoint(run_dir)
+        print(f'{variant} seed {seed}: training' +
+              (f' (resuming {osp.basename(resume)})' if resume else ''),
+              flush=True)
         run_tool(args, 'train.py', [
-            config, '--work-dir', run_dir, '--resume', '--cfg-options',
-            f'randomness.seed={seed}'], log)
+            config, '--work-dir', run_dir, '--cfg-options',
+            f'randomness.seed={seed}'] + (['--resume', resume] if resume
+                                           else []), log)
     run_tool(args, 'test.py', [config, ckpt, '--work-dir',
                                osp.join(run_dir, 'test')], log)
     metrics = read_test_metrics(osp.join(run_dir, 'test'))

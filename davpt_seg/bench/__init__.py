@@ -1,8 +1,9 @@
 """The CamVid accuracy bench behind ``tools/accuracy_bench.py``."""
 from .presets import EXTRA_VARIANTS, PRESETS, VARIANTS, Preset, preset_config
-from .results import (format_markdown, median_step_time, plot_results,
-                      read_test_metrics, read_train_log, summarise)
+from .results import (format_markdown, latest_valid_checkpoint,
+                      median_step_time, plot_results, read_test_metrics,
+                      read_train_log, summarise)
 
 __all__ = ['EXTRA_VARIANTS', 'PRESETS', 'VARIANTS', 'Preset', 'preset_config',
-           'format_markdown', 'median_step_time', 'plot_results',
-           'read_test_metrics', 'read_train_log', 'summarise']
+           'format_markdown', 'latest_valid_checkpoint', 'median_step_time',
+           'plot_results', 'read_test_metrics', 'read_train_log', 'summarise']

@@ -3,12 +3,29 @@
 import glob
 import json
 import os.path as osp
+import re
 import statistics
+import zipfile
 from typing import Dict, List, Optional
 
 #: Order of the report's rows.
 ROW_ORDER = ('heads', 'vpt', 'davpt', 'davptplus', 'davpt_kpp', 'davpt_g4',
              'full')
+
+
+def latest_valid_checkpoint(run_dir: str) -> Optional[str]:
+    """The ``iter_N.pth`` of ``run_dir`` with the largest N whose file is
+    complete (torch's zip archive ends with its central directory, which a
+    process killed while saving never writes), or None."""
+    found = []
+    for path in glob.glob(osp.join(run_dir, 'iter_*.pth')):
+        match = re.fullmatch(r'iter_(\d+)\.pth', osp.basename(path))
+        if match:
+            found.append((int(match.group(1)), path))
+    for _, path in sorted(found, reverse=True):
+        if zipfile.is_zipfile(path):
+            return path
+    return None
 
 
 def read_train_log(run_dir: str) -> List[dict]:
