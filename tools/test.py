@@ -28,6 +28,7 @@ from mmengine.logging import print_log  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import davpt_seg  # noqa: F401,E402  (registration, safe checkpoint loading)
+from davpt_seg.engine.launch import close_process_group  # noqa: E402
 from tools.train import (add_checkpoint_check, load_config,  # noqa: E402
                          use_gloo_without_gpus)
 
@@ -133,6 +134,7 @@ def main(argv=None):
     add_checkpoint_check(cfg)
     runner = Runner.from_cfg(cfg)
     runner.test()
+    close_process_group()
     if args.show_dir:
         print_log('painted images in '
                   f"{osp.join(args.show_dir, 'vis_data', 'vis_image')}",

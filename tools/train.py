@@ -19,8 +19,8 @@ from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import davpt_seg  # noqa: F401,E402  (registration, safe checkpoint loading)
-from davpt_seg.engine.launch import (check_davpt_hook,  # noqa: E402
-                                     sync_bn_to_bn)
+from davpt_seg.engine.launch import (  # noqa: E402
+    check_davpt_hook, close_process_group, sync_bn_to_bn)
 
 
 def parse_args(argv=None):
@@ -190,6 +190,7 @@ def main(argv=None):
     except ValueError as e:
         raise SystemExit(f'{args.config}: {e}') from e
     runner.train()
+    close_process_group()
 
 
 if __name__ == '__main__':

@@ -83,3 +83,15 @@ def sync_bn_to_bn(cfg) -> List[str]:
             f'{", ".join(replaced)}', logger='current',
             level=logging.WARNING)
     return replaced
+
+
+def close_process_group() -> None:
+    """Wait for every rank, then destroy the default process group, if any.
+
+    Without it, a gloo process can abort at interpreter exit
+    (``terminate called without an active exception``, SIGABRT) while its
+    communication threads are still alive, failing a finished run."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
