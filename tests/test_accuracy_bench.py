@@ -76,6 +76,15 @@ def test_smoke_preset_every_output(tmp_path):
     assert results['summary']['davpt']['n'] == 2
     assert results['summary']['davpt']['mIoU_std'] >= 0
 
+    # --report-only: the finished runs, nothing trained
+    out = bench(work, '--seeds', '0,1,2', '--variants', 'heads,davpt',
+                '--report-only').stdout
+    assert 'heads seed 1: not finished, left out' in out
+    assert not (work / 'runs' / 'heads_seed1').exists()
+    results = json.loads((work / 'results.json').read_text())
+    assert [(r['variant'], r['seed']) for r in results['runs']] == [
+        ('heads', 0), ('davpt', 0), ('davpt', 1)]
+
 
 @pytest.mark.slow
 def test_killed_run_resumes_from_its_checkpoint(tmp_path):

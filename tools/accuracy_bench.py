@@ -55,6 +55,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--eval-split', default='val',
                         choices=('val', 'test'))
     parser.add_argument('--work-dir', default='work_dirs/accuracy_bench')
+    parser.add_argument('--report-only', action='store_true',
+                        help='write the report from the finished runs only '
+                        '(train and test nothing)')
     args = parser.parse_args(argv)
     args.variants = [v for v in args.variants.split(',') if v]
     args.seeds = [int(s) for s in args.seeds.split(',') if s != '']
@@ -194,8 +197,17 @@ def main(argv=None) -> int:
         preset_config(variant, preset, data_root, weights, args.eval_split,
                       iters).dump(configs[variant])
     start = time.time()
-    runs = [one_run(args, v, s, configs[v], iters)
-            for s in args.seeds for v in args.variants]  # seed-major order
+    runs = []
+    for seed in args.seeds:  # seed-major: every variant of a seed first
+        for variant in args.variants:
+            if args.report_only and not osp.isfile(osp.join(
+                    args.work_dir, 'runs', f'{variant}_seed{seed}',
+                    'result.json')):
+                print(f'{variant} seed {seed}: not finished, left out')
+                continue
+            runs.append(one_run(args, variant, seed, configs[variant], iters))
+    if not runs:
+        sys.exit('error: no finished run to report')
     results = dict(
         runs=runs, summary=summarise(runs),
         classes=list(_class_names()),
