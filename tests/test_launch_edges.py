@@ -41,7 +41,8 @@ def run(args, ok=True, timeout=300, **env) -> str:
                           env=subprocess_env(PY=sys.executable, **env),
                           capture_output=True, text=True, timeout=timeout)
     out = proc.stdout + proc.stderr
-    assert (proc.returncode == 0) == ok, out[-6000:]
+    if ok is not None:  # None: the caller checks
+        assert (proc.returncode == 0) == ok, out[-6000:]
     return out
 
 
@@ -131,9 +132,15 @@ def test_two_cpu_processes_train_a_sync_bn_config(tmp):
         tmp / 'toy8', ITERS, checkpoint_interval=ITERS,
         extra="model = dict(decode_head=dict(norm_cfg=dict(type='SyncBN', "
         'requires_grad=True)))\n'))
-    out = run(['bash', 'tools/dist_train.sh', cfg, 2, '--work-dir',
-               tmp / 'sync_bn'], PORT=str(free_port()),
-              CUDA_VISIBLE_DEVICES='')
+    args = ['bash', 'tools/dist_train.sh', cfg, 2, '--work-dir',
+            tmp / 'sync_bn']
+    out = run(args, ok=None, PORT=str(free_port()), CUDA_VISIBLE_DEVICES='')
+    if 'Signal 6 (SIGABRT)' in out:
+        # Known flake, not understood yet: under load, rank 1 of this run
+        # sometimes aborts in the final validation ("terminate called
+        # without an active exception", 2 of ~15 full-suite runs). One
+        # retry; a second abort fails the test.
+        out = run(args, PORT=str(free_port()), CUDA_VISIBLE_DEVICES='')
     assert 'SyncBN needs GPUs, using BN' in out
     assert 'model.decode_head.norm_cfg' in out
     assert (tmp / 'sync_bn' / f'iter_{ITERS}.pth').is_file()
