@@ -138,9 +138,8 @@ def test_two_cpu_processes_train_a_sync_bn_config(tmp):
     if 'Signal 6 (SIGABRT)' in out:
         # Known flake, not understood yet: under load, rank 1 of this run
         # sometimes aborts in the final validation ("terminate called
-        # without an active exception"; 2 full-suite runs here, 1 of ~10
-        # isolated ones). One
-        # retry; a second abort fails the test.
+        # without an active exception"; seen in 2 full-suite runs here and
+        # 1 of ~10 isolated ones). One retry; a second abort fails the test.
         out = run(args, PORT=str(free_port()), CUDA_VISIBLE_DEVICES='')
     assert 'SyncBN needs GPUs, using BN' in out
     assert 'model.decode_head.norm_cfg' in out
