@@ -86,9 +86,13 @@ def _section(text: str, title: str) -> str:
 
 
 def test_readme_points_only_inside_the_repository():
-    """Every repository path the README names exists; nothing points to
-    ../shared (outside the repository) any more."""
-    assert '../shared' not in README and 'davpt-algorithm.md' not in README
+    """Every repository path the README names exists; no document outside
+    the repository is cited (../shared/data appears only as the real data
+    the accuracy bench is pointed at, never committed)."""
+    assert 'davpt-algorithm.md' not in README
+    outside = set(re.findall(r'\.\./shared/[\w./-]*', README))
+    assert outside and all(p == '../shared/data' or p.startswith(
+        '../shared/data/') for p in outside)
     paths = set(re.findall(
         r'(?<![\w./-])((?:configs|tools|docs|demo|davpt_seg|tests)/'
         r'[\w./-]*\.(?:py|md|sh))', README))
