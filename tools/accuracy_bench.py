@@ -131,10 +131,11 @@ def count_params(config: str):
     from mmengine.config import Config
     from mmseg.registry import MODELS
     from mmseg.utils import register_all_modules
+
+    from davpt_seg.engine.hooks.param_report_hook import parameter_report
     register_all_modules(init_default_scope=True)
-    model = MODELS.build(Config.fromfile(config).model)
-    return (sum(p.numel() for p in model.parameters() if p.requires_grad),
-            sum(p.numel() for p in model.parameters()))
+    counts = parameter_report(MODELS.build(Config.fromfile(config).model))
+    return counts['trainable'], counts['total']
 
 
 def one_run(args, variant: str, seed: int, config: str, iters: int) -> dict:
