@@ -25,8 +25,6 @@ model = dict(
         num_prompts=20,  # per unguided layer
         num_proxy_prompts=10,  # class-assigned prompts per guided layer
         guided_layers=[11],
-        num_classes=num_classes,  # enables the class->prompt mapping
-        mapping_cfg=dict(kmeans_norm='layer', max_iter=20, unseen='random'),
         tune_kv_bias=False,
         init_cfg=dict(
             type='Pretrained', checkpoint='pretrain/vit_large_p16.pth')))
@@ -44,6 +42,7 @@ custom_hooks = [
             scale=5.,
             pos_norm='all'),
         target_rule='random',
+        mapping=dict(kmeans_norm='layer', max_iter=20, unseen='random'),
         background_ids=(),  # ADE20K: 'other' is already the ignore index
         mapping_interval=None,  # one epoch: ceil(20210 / 16) = 1264 iters
         init_max_batches=None)  # initial mapping: one pass over train set

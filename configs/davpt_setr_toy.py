@@ -43,7 +43,6 @@ model = dict(
         num_prompts=4,
         num_proxy_prompts=4,
         guided_layers=[2],
-        num_classes=num_classes,
         init_cfg=None),
     decode_head=dict(
         type='SETRUPHead',

@@ -3,5 +3,4 @@
 # no DAVPTHook.
 _base_ = ['./davpt_setr_ade20k.py']
 
-model = dict(backbone=dict(num_classes=None, mapping_cfg=None))
 custom_hooks = [dict(type='ParamReportHook')]

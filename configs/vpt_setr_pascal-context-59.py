@@ -3,5 +3,4 @@
 # mapping, no metric losses, no DAVPTHook.
 _base_ = ['./davpt_setr_pascal-context-59.py']
 
-model = dict(backbone=dict(num_classes=None, mapping_cfg=None))
 custom_hooks = [dict(type='ParamReportHook')]

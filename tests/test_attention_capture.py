@@ -18,11 +18,11 @@ def reference_attention(m, x):
     """Explicit VPT-Deep forward on ``[CLS | registers | prompts | image]``:
     per layer the [B, heads, T, T] attention probabilities in that order."""
     B = x.shape[0]
-    t, _ = m._embed(x, m.with_cls_token)
+    t, _, _ = m.embed_tokens(x, m.with_cls_token)
     lead = int(m.with_cls_token) + m.num_register_tokens
     maps = {}
     for i, layer in enumerate(m.layers):
-        p = m._layer_prompts(i)
+        p = m.layer_prompts(i)
         n = 0 if p is None else p.shape[0]
         if n:
             t = torch.cat([t[:, :lead], p.expand(B, -1, -1), t[:, lead:]], 1)
@@ -71,7 +71,7 @@ def build(**kw):
 
 @pytest.mark.parametrize('kw', [
     dict(num_prompts=3, num_proxy_prompts=4, guided_layers=[1],
-         num_classes=5, tune_kv_bias=True, num_register_tokens=2,
+         tune_kv_bias=True, num_register_tokens=2,
          prompt_norm='layer'),
     dict(num_prompts=2, guided_layers=(), with_cls_token=False),
     dict(num_prompts=0, num_proxy_prompts=3, guided_layers=[2]),
@@ -86,14 +86,15 @@ def test_capture_equals_direct_softmax_and_keeps_outputs(kw):
         ref = reference_attention(m, x)
     for a, b in zip(plain, captured):
         assert torch.equal(a, b)  # capture adds work, changes nothing
-    assert m._attn_capture is None
+    with torch.no_grad():
+        m(x)  # after the block: detached, records nothing
     assert len(cap.records) == 1 and sorted(cap.attn) == [0, 1, 2]
     for i, attn in cap.attn.items():
         lay = cap.layout[i]
         assert lay.hw_shape == (4, 5) and lay.num_patches == 20
         assert lay.num_cls == int(m.with_cls_token)
         assert lay.num_registers == m.num_register_tokens
-        prompts = m._layer_prompts(i)
+        prompts = m.layer_prompts(i)
         assert lay.num_prompts == (0 if prompts is None else len(prompts))
         assert attn.shape == (2, 4, lay.num_tokens, lay.num_tokens)
         assert len(lay.token_types()) == lay.num_tokens
@@ -104,7 +105,7 @@ def test_capture_equals_direct_softmax_and_keeps_outputs(kw):
 
 def test_views_of_a_record():
     m = build(num_prompts=3, num_proxy_prompts=4, guided_layers=[1],
-              num_classes=5, num_register_tokens=1)
+              num_register_tokens=1)
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad(), m.capture_attention(layers=[-2, 2]) as cap:
         m(x)
@@ -145,7 +146,6 @@ def test_capture_is_eval_only_and_checks_layers():
         with m.capture_attention(), torch.no_grad():
             m.train()
             m(x)
-    assert m._attn_capture is None
     m.eval()
     with m.capture_attention() as cap:
         with pytest.raises(RuntimeError, match='already active'):

@@ -14,11 +14,11 @@ import torch.distributed as torch_dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from davpt_seg.models.utils import ClassPromptMapping, cosine_kmeans
+from davpt_seg.models.davpt import ClassPromptMapping, cosine_kmeans
 
-kmeans_module = importlib.import_module('davpt_seg.models.utils.cosine_kmeans')
+kmeans_module = importlib.import_module('davpt_seg.models.davpt.kmeans')
 mapping_module = importlib.import_module(
-    'davpt_seg.models.utils.class_prompt_mapping')
+    'davpt_seg.models.davpt.mapping')
 
 BUFFER_NAMES = ('mapping', 'centroids', 'has_centroids', 'initialized',
                 'num_updates', 'feat_sum', 'feat_count')
@@ -127,13 +127,13 @@ def test_kmeans_warm_start_from_converged_solution_is_stable(monkeypatch):
     centroids, assignment = cosine_kmeans(points, 2, generator=g)
 
     calls = []
-    original_assign = kmeans_module._assign
+    original_assign = kmeans_module.assign_clusters
 
     def counting_assign(*args):
         calls.append(1)
         return original_assign(*args)
 
-    monkeypatch.setattr(kmeans_module, '_assign', counting_assign)
+    monkeypatch.setattr(kmeans_module, 'assign_clusters', counting_assign)
     warm_centroids, warm_assignment = cosine_kmeans(
         points, 2, init_centroids=centroids)
     assert torch.equal(warm_assignment, assignment)
@@ -149,7 +149,8 @@ def test_kmeans_returned_centroids_produce_returned_assignment():
         centroids, assignment = cosine_kmeans(
             points, 6, max_iter=max_iter, generator=g)
         z = F.layer_norm(points, (16, ))
-        assert torch.equal(kmeans_module._assign(z, centroids), assignment)
+        assert torch.equal(kmeans_module.assign_clusters(z, centroids),
+                           assignment)
 
 
 def test_kmeans_cold_start_needs_enough_points():
@@ -342,20 +343,20 @@ def test_kmeans_plusplus_seeding():
     directions = torch.randn(3, 8, generator=torch.Generator().manual_seed(0))
     points = directions.repeat_interleave(4, dim=0)
     for seed in range(20):
-        seeds = kmeans_module._init_kmeans_plusplus(
+        seeds = kmeans_module.kmeans_plusplus_init(
             points, 3, torch.Generator().manual_seed(seed))
         rows = (seeds[:, None] == directions[None]).all(dim=2).float()
         assert torch.equal(rows.sum(dim=0), torch.ones(3))
     # k = N: every row exactly once.
     points = torch.randn(6, 4, generator=torch.Generator().manual_seed(0))
-    seeds = kmeans_module._init_kmeans_plusplus(
+    seeds = kmeans_module.kmeans_plusplus_init(
         points, 6, torch.Generator().manual_seed(0))
     order = (seeds[:, None] == points[None]).all(dim=2).float().argmax(dim=1)
     assert sorted(order.tolist()) == list(range(6))
     # All rows parallel (zero cosine distance everywhere): distinct rows are
     # still chosen, uniformly among the rows not chosen yet.
     points = torch.arange(1., 6.)[:, None] * torch.ones(5, 4)
-    seeds = kmeans_module._init_kmeans_plusplus(
+    seeds = kmeans_module.kmeans_plusplus_init(
         points, 5, torch.Generator().manual_seed(0))
     assert sorted(seeds[:, 0].tolist()) == [1., 2., 3., 4., 5.]
 
@@ -427,25 +428,28 @@ def test_buffers_initial_state():
     assert module.feat_sum.shape == (7, 5)
     assert module.feat_count.shape == (7, )
     assert module.cluster_sizes() == [3, 2, 2]
-    assert 'num_classes=7, num_prompts=3, embed_dims=5' in repr(module)
+    assert 'num_classes=7, num_proxy_prompts=3, embed_dims=5' in repr(module)
 
 
 @pytest.mark.parametrize('kwargs, match', [
-    (dict(num_classes=10, num_prompts=1, embed_dims=4), 'num_prompts'),
-    (dict(num_classes=0, num_prompts=2, embed_dims=4), 'num_classes'),
-    (dict(num_classes=3, num_prompts=4, embed_dims=4), 'must not exceed'),
-    (dict(num_classes=10, num_prompts=2, embed_dims=0), 'embed_dims'),
-    (dict(num_classes=10, num_prompts=2, embed_dims=4,
+    (dict(num_classes=10, num_proxy_prompts=1, embed_dims=4),
+     r'num_proxy_prompts \(1\) must be between 2'),
+    (dict(num_classes=0, num_proxy_prompts=2, embed_dims=4), 'num_classes'),
+    (dict(num_classes=3, num_proxy_prompts=4, embed_dims=4),
+     r'and num_classes \(3\)'),
+    (dict(num_classes=10, num_proxy_prompts=2, embed_dims=0), 'embed_dims'),
+    (dict(num_classes=10, num_proxy_prompts=2, embed_dims=4,
           kmeans_norm='l2'), 'kmeans_norm'),
-    (dict(num_classes=10, num_prompts=2, embed_dims=4,
+    (dict(num_classes=10, num_proxy_prompts=2, embed_dims=4,
           unseen='drop'), 'unseen'),
-    (dict(num_classes=10, num_prompts=2, embed_dims=4,
+    (dict(num_classes=10, num_proxy_prompts=2, embed_dims=4,
           max_iter=0), 'max_iter'),
-    (dict(num_classes=10, num_prompts=2, embed_dims=4, tol=-1.0), 'tol'),
-    (dict(num_classes=10, num_prompts=2, embed_dims=4,
+    (dict(num_classes=10, num_proxy_prompts=2, embed_dims=4, tol=-1.0), 'tol'),
+    (dict(num_classes=10, num_proxy_prompts=2, embed_dims=4,
           init='kmeans++'), 'init'),
-    (dict(num_classes=10, num_prompts=2, embed_dims=4, n_init=0), 'n_init'),
-    (dict(num_classes=10, num_prompts=2, embed_dims=4,
+    (dict(num_classes=10, num_proxy_prompts=2, embed_dims=4, n_init=0),
+     'n_init'),
+    (dict(num_classes=10, num_proxy_prompts=2, embed_dims=4,
           n_init=1.5), 'n_init'),
 ])
 def test_bad_args_raise(kwargs, match):
@@ -660,34 +664,15 @@ def test_update_warm_start_is_unaffected_by_init_options():
 
 
 def test_mapping_cfg_reaches_the_mapping():
-    from davpt_seg.models.backbones.prompted_vit import \
-        PromptedVisionTransformer
-    backbone = PromptedVisionTransformer(
-        img_size=(32, 32),
-        patch_size=16,
-        embed_dims=32,
-        num_layers=2,
-        num_heads=2,
-        mlp_ratio=2,
-        num_prompts=2,
-        num_proxy_prompts=2,
-        guided_layers=[1],
-        num_classes=4,
-        mapping_cfg=dict(init='k-means++', n_init=3))
-    assert backbone.class_mapping.init == 'k-means++'
-    assert backbone.class_mapping.n_init == 3
+    from davpt_seg.models.davpt import DAVPTObjective
+    objective = DAVPTObjective(
+        num_classes=4, num_proxy_prompts=2, embed_dims=32,
+        mapping=dict(init='k-means++', n_init=3))
+    assert objective.mapping.init == 'k-means++'
+    assert objective.mapping.n_init == 3
     with pytest.raises(ValueError, match='n_init'):
-        PromptedVisionTransformer(
-            img_size=(32, 32),
-            patch_size=16,
-            embed_dims=32,
-            num_layers=2,
-            num_heads=2,
-            num_prompts=2,
-            num_proxy_prompts=2,
-            guided_layers=[1],
-            num_classes=4,
-            mapping_cfg=dict(n_init=0))
+        DAVPTObjective(num_classes=4, num_proxy_prompts=2, embed_dims=32,
+                       mapping=dict(n_init=0))
 
 
 def test_state_dict_round_trip_and_resume():
@@ -892,7 +877,7 @@ def test_distributed_ranks_agree_and_match_single_process(tmp_path):
 
 
 def test_prompt_classes_and_centroid_similarity():
-    m = ClassPromptMapping(num_classes=5, num_prompts=2, embed_dims=3)
+    m = ClassPromptMapping(num_classes=5, num_proxy_prompts=2, embed_dims=3)
     assert m.centroid_similarity() is None  # no k-means solution yet
     m.mapping.copy_(torch.tensor([1, 0, 1, 1, 0]))
     assert m.prompt_classes() == [[1, 4], [0, 2, 3]]

@@ -1,5 +1,7 @@
 """DAVPTHook's per-iteration work on hand-made inputs: class picking, the
 metric-loss wiring on the stock EncoderDecoder, config validation."""
+from types import SimpleNamespace
+
 import pytest
 import torch
 from mmengine.registry import init_default_scope
@@ -9,7 +11,7 @@ from mmseg.structures import SegDataSample
 
 import davpt_seg  # noqa: F401
 from davpt_seg.engine.hooks import DAVPTHook
-from davpt_seg.models.utils import (draw_target_classes, mode_target_prompts,
+from davpt_seg.models.davpt import (draw_target_classes, mode_target_prompts,
                                     present_class_mask)
 
 IGN = 255
@@ -67,7 +69,7 @@ def test_mode_rule_takes_the_most_frequent_prompt():
 
 
 # --------------------------------------------------------------- wiring
-def tiny_segmentor(num_classes=5, mapping_classes=5, **backbone):
+def tiny_segmentor(num_classes=5, **backbone):
     init_default_scope('mmseg')
     cfg = dict(
         type='EncoderDecoder',
@@ -76,8 +78,8 @@ def tiny_segmentor(num_classes=5, mapping_classes=5, **backbone):
         backbone=dict(type='PromptedVisionTransformer', img_size=(32, 32),
                       patch_size=8, embed_dims=32, num_layers=2,
                       num_heads=2, mlp_ratio=2, out_indices=(1, ),
-                      num_prompts=2, num_proxy_prompts=3, guided_layers=[0],
-                      num_classes=mapping_classes, **backbone),
+                      **{**dict(num_prompts=2, num_proxy_prompts=3,
+                            guided_layers=[0]), **backbone}),
         decode_head=dict(type='FCNHead', in_channels=32, channels=8,
                          num_convs=1, num_classes=num_classes,
                          norm_cfg=dict(type='BN'),
@@ -98,10 +100,11 @@ def batch(labels):
 
 
 def ready_hook(model, **kwargs):
-    hook = DAVPTHook(**kwargs)
-    hook._setup(model)
-    hook._seed, hook._iter = 0, 0
-    m = model.backbone.class_mapping
+    """A hook attached to ``model`` with a k-means mapping, as after
+    ``before_train``."""
+    hook = DAVPTHook(seed=0, **kwargs)
+    hook.attach(model)
+    m = hook.objective.mapping
     m.accumulate(torch.randn(5, 32), torch.eye(5, dtype=torch.bool))
     assert m.update()
     return hook
@@ -110,7 +113,7 @@ def ready_hook(model, **kwargs):
 @pytest.mark.parametrize('feature', ['output', 'patch_mean', 'query_mean'])
 def test_stock_encoder_decoder_gets_both_metric_losses(feature):
     model = tiny_segmentor()
-    ready_hook(model, token_feature=feature)
+    hook = ready_hook(model, token_feature=feature)
     labels = [torch.randint(0, 5, (32, 32)) for _ in range(3)]
     data = model.data_preprocessor(batch(labels), True)
     model.train()
@@ -122,7 +125,7 @@ def test_stock_encoder_decoder_gets_both_metric_losses(feature):
     grad = model.backbone.proxy_prompt_tokens.grad
     assert grad is not None and grad.abs().sum() > 0
     # Class statistics were accumulated for every present class.
-    assert model.backbone.class_mapping.feat_count.sum() > 0
+    assert hook.objective.mapping.feat_count.sum() > 0
     # Eval / tensor modes are untouched.
     model.eval()
     assert isinstance(model(**data, mode='tensor'), torch.Tensor)
@@ -147,12 +150,13 @@ def test_metric_loss_weights_scale_the_terms():
     b = tiny_segmentor()
     b.load_state_dict(a.state_dict())
     data = batch([torch.randint(0, 5, (32, 32)) for _ in range(2)])
-    out = []
+    out, hooks = [], []
     for model, w in ((a, 0.05), (b, 0.5)):
-        ready_hook(model, token_loss_weight=w, cls_loss_weight=w)
+        hooks.append(ready_hook(model, token_loss_weight=w,
+                                cls_loss_weight=w))
         # identical mapping in both
-        model.backbone.class_mapping.load_state_dict(
-            a.backbone.class_mapping.state_dict())
+        hooks[-1].objective.mapping.load_state_dict(
+            hooks[0].objective.mapping.state_dict())
         model.train()
         out.append(model(**model.data_preprocessor(data, True),
                          mode='loss'))
@@ -164,11 +168,11 @@ def test_metric_loss_weights_scale_the_terms():
 def test_nonfinite_metric_loss_fails_fast_with_name_and_iteration():
     model = tiny_segmentor()
     hook = ready_hook(model)
-    hook._iter = 41
     with torch.no_grad():
         model.backbone.proxy_prompt_tokens.fill_(float('nan'))
     model.train()
     labels = [torch.randint(0, 5, (32, 32)) for _ in range(2)]
+    hook.before_train_iter(SimpleNamespace(iter=41), 0, batch(labels))
     with pytest.raises(FloatingPointError,
                        match=r'loss_davpt_\w+ is nan at iteration 42'):
         model(**model.data_preprocessor(batch(labels), True), mode='loss')
@@ -187,12 +191,55 @@ def test_bad_hook_options(kwargs, match):
         DAVPTHook(**kwargs)
 
 
-def test_setup_checks_the_model():
-    with pytest.raises(ValueError, match='num_classes'):
-        DAVPTHook()._setup(tiny_segmentor(mapping_classes=None))
-    model = tiny_segmentor()
-    model.decode_head.num_classes = 7
-    with pytest.raises(ValueError, match='decode_head.num_classes=7'):
-        DAVPTHook()._setup(model)
+def test_build_objective_checks_the_model():
+    with pytest.raises(ValueError, match='guided_layers'):
+        DAVPTHook().build_objective(tiny_segmentor(guided_layers=[]))
     with pytest.raises(ValueError, match=r'background_ids \[9\]'):
-        DAVPTHook(background_ids=(9, ))._setup(tiny_segmentor())
+        DAVPTHook(background_ids=(9, )).build_objective(tiny_segmentor())
+    with pytest.raises(ValueError, match=r'num_proxy_prompts.*\(3\).*'
+                       r'num_classes.*\(2\)'):
+        DAVPTHook().build_objective(tiny_segmentor(num_classes=2))
+    model = tiny_segmentor(num_classes=7)
+    objective = DAVPTHook().build_objective(model)
+    assert objective.num_classes == 7  # from the decode head
+    assert objective.num_proxy_prompts == 3  # from the backbone
+
+
+def test_labels_are_checked_before_the_forward_pass():
+    model = tiny_segmentor()
+    hook = ready_hook(model)
+    data = batch([torch.full((32, 32), 9)])
+    data['data_samples'][0].set_metainfo(dict(seg_map_path='bad.png'))
+    with pytest.raises(ValueError, match=r'bad\.png: label values \[9\]'):
+        hook.before_train_iter(SimpleNamespace(iter=0), 0, data)
+
+
+def test_attach_and_detach_leave_the_model_as_built():
+    model = tiny_segmentor()
+    hook = ready_hook(model)
+    data = model.data_preprocessor(
+        batch([torch.randint(0, 5, (32, 32)) for _ in range(2)]), True)
+    model.train()
+    assert 'loss_davpt_cls' in model(**data, mode='loss')
+    hook.detach()
+    losses = model(**data, mode='loss')
+    assert not any(k.startswith('loss_davpt') for k in losses)
+    model.backbone.capture_guided().remove()  # free again: no error
+    hook.attach(model)  # and attachable again
+    assert 'loss_davpt_cls' in model(**data, mode='loss')
+
+
+def test_old_backbone_arguments_say_where_they_moved():
+    with pytest.raises(TypeError, match=r'num_classes: .*DAVPTHook.*'
+                       r'decode_head\.num_classes'):
+        MODELS.build(dict(
+            type='PromptedVisionTransformer', img_size=32, patch_size=8,
+            embed_dims=32, num_layers=2, num_heads=2, num_classes=5))
+    with pytest.raises(TypeError, match=r'mapping_cfg: .*DAVPTHook\(mapping'):
+        MODELS.build(dict(type='PromptedVisionTransformer', img_size=32,
+                          patch_size=8, embed_dims=32, num_layers=2,
+                          num_heads=2, mapping_cfg=dict(max_iter=3)))
+    # None (a VPT child config of an earlier version) is accepted
+    MODELS.build(dict(type='PromptedVisionTransformer', img_size=32,
+                      patch_size=8, embed_dims=32, num_layers=2, num_heads=2,
+                      num_classes=None, mapping_cfg=None))

@@ -7,6 +7,7 @@ from mmseg.models.backbones import VisionTransformer
 from mmseg.registry import MODELS
 
 import davpt_seg  # noqa: F401
+from davpt_seg.models.davpt import DAVPTObjective
 from davpt_seg.models.backbones import PromptedVisionTransformer
 
 TINY = dict(img_size=(64, 64), patch_size=16, embed_dims=64, num_layers=4,
@@ -70,7 +71,7 @@ def test_defaults_build_for_any_depth(num_layers):
 
 
 def test_negative_guided_layers_equal_their_positive_indices():
-    kwargs = dict(TINY, num_prompts=2, num_proxy_prompts=3, num_classes=4)
+    kwargs = dict(TINY, num_prompts=2, num_proxy_prompts=3)
     torch.manual_seed(0)
     negative = PromptedVisionTransformer(**kwargs, guided_layers=[-1, -3])
     torch.manual_seed(0)
@@ -80,9 +81,9 @@ def test_negative_guided_layers_equal_their_positive_indices():
     for k, v in positive.state_dict().items():
         assert torch.equal(negative.state_dict()[k], v), k
     negative.train()
-    negative.collect_guided_features = True
-    negative(torch.randn(2, 3, 64, 64))
-    assert sorted(negative.pop_guided_features()['layers']) == [1, 3]
+    with negative.capture_guided() as capture:
+        negative(torch.randn(2, 3, 64, 64))
+    assert sorted(capture.pop().layers) == [1, 3]
 
 
 @pytest.mark.parametrize('layers, match', [
@@ -96,7 +97,7 @@ def test_bad_guided_layers(layers, match):
 
 
 def test_negative_guided_layers_through_the_registry():
-    cfg = dict(type='PromptedVisionTransformer', **TINY, num_classes=4,
+    cfg = dict(type='PromptedVisionTransformer', **TINY,
                num_proxy_prompts=2, guided_layers=[-1])
     assert MODELS.build(cfg).guided_layers == [3]
 
@@ -116,12 +117,13 @@ def test_positional_arguments_as_mmseg():
 # ------------------------------------------------------------ messages
 def test_too_many_proxy_prompts_names_num_proxy_prompts():
     with pytest.raises(ValueError) as info:
-        PromptedVisionTransformer(**TINY, num_classes=8, num_proxy_prompts=10)
+        DAVPTObjective(num_classes=8, num_proxy_prompts=10, embed_dims=64)
     assert str(info.value).startswith('num_proxy_prompts (10)')
     assert 'num_classes (8)' in str(info.value)
-    assert '`num_prompts`' not in str(info.value)
+    assert 'num_prompts' not in str(info.value).replace(
+        'num_proxy_prompts', '')
     with pytest.raises(ValueError, match=r'num_proxy_prompts \(1\)'):
-        PromptedVisionTransformer(**TINY, num_classes=8, num_proxy_prompts=1)
+        DAVPTObjective(num_classes=8, num_proxy_prompts=1, embed_dims=64)
 
 
 def test_misspelt_argument_names_the_backbone():

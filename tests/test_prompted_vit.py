@@ -172,7 +172,7 @@ def _direct_guided_features(m, x, layer_idx):
     t = m._pos_embeding(t, hw, m.pos_embed)
     num_prev = 0
     for i, layer in enumerate(m.layers):
-        p = m._layer_prompts(i)
+        p = m.layer_prompts(i)
         t = torch.cat([t[:, :1], p.expand(B, -1, -1), t[:, 1 + num_prev:]], 1)
         num_prev = p.shape[0]
         mha = layer.attn.attn
@@ -200,26 +200,32 @@ def test_guided_features_equal_direct_computation():
     m.init_weights()
     x = torch.randn(2, 3, 64, 64)
     m.eval()
-    m.collect_guided_features = True
+    capture = m.capture_guided()
     m(x)
-    assert m.pop_guided_features() is None  # nothing kept in eval mode
+    assert capture.pop() is None  # nothing kept in eval mode
     m.train()
     m(x)
-    feats = m.pop_guided_features()
-    assert m.pop_guided_features() is None
-    assert sorted(feats['layers']) == [1, 2]
-    assert feats['final_cls'].shape == (2, 64)
+    feats = capture.pop()
+    assert capture.pop() is None
+    assert sorted(feats.layers) == [1, 2]
+    assert feats.final_cls.shape == (2, 64)
     for layer_idx in (1, 2):
         direct = _direct_guided_features(m, x, layer_idx)
-        got = feats['layers'][layer_idx]
+        got = feats.layers[layer_idx]
         assert got.prompt_output.shape == (2, 4, 64)
         for name, value in direct.items():
             torch.testing.assert_close(
                 getattr(got, name), value, rtol=1e-4, atol=1e-5, msg=name)
-    # Not collected unless asked for.
-    m.collect_guided_features = False
+    # Not collected once the capture is removed.
+    capture.remove()
     m(x)
-    assert m.pop_guided_features() is None
+    assert capture.pop() is None
+    with m.capture_guided() as again:  # one at a time, re-attachable
+        with pytest.raises(RuntimeError, match='already attached'):
+            m.capture_guided()
+        m(x)
+        assert sorted(again.pop().layers) == [1, 2]
+    m.capture_guided().remove()  # the with block detached it
 
 
 def test_forward_cls_is_prompt_free():
@@ -240,13 +246,21 @@ def test_forward_cls_is_prompt_free():
     (dict(num_proxy_prompts=-2, guided_layers=[1]), 'num_proxy_prompts'),
     (dict(num_proxy_prompts=0, guided_layers=[1]), 'num_proxy_prompts'),
     (dict(prompt_norm='batch', guided_layers=[1]), 'prompt_norm'),
-    (dict(num_classes=5, guided_layers=[]), 'guided layer'),
-    (dict(num_classes=5, guided_layers=[1], with_cls_token=False),
-     'with_cls_token'),
+    (dict(num_prompts=2, guided_layers=[], out_indices=(1, )),
+     r'layers \[2, 3\].*never get a gradient'),
+    (dict(num_prompts=2, guided_layers=[3], out_indices=(1, )),
+     r'layers \[2\].*never get a gradient'),
 ])
 def test_bad_config_values(kwargs, match):
     with pytest.raises(ValueError, match=match):
         PromptedVisionTransformer(**{**TINY, **kwargs})
+
+
+def test_guided_features_need_the_cls_token():
+    m = PromptedVisionTransformer(**TINY, guided_layers=[1],
+                                  with_cls_token=False)
+    with pytest.raises(ValueError, match='with_cls_token=True'):
+        m.capture_guided()
 
 
 # ------------------------------------------------------------- checkpoints

@@ -26,7 +26,7 @@ def full_sequence_forward(m, x):
     t = t[:, 1 - lead:]
     outs, prompt_out = [], {}
     for i, layer in enumerate(m.layers):
-        p = m._layer_prompts(i)
+        p = m.layer_prompts(i)
         n = p.shape[0]
         t = torch.cat([t[:, :lead], p.expand(B, -1, -1), t[:, lead:]], 1)
         mha = layer.attn.attn
@@ -57,7 +57,7 @@ def test_fast_forward_equals_full_sequence(kv, cp, final_norm):
     torch.manual_seed(0)
     m = PromptedVisionTransformer(
         **TINY, num_prompts=3, num_proxy_prompts=4, guided_layers=[1],
-        num_classes=6, tune_kv_bias=kv, with_cp=cp, final_norm=final_norm,
+        tune_kv_bias=kv, with_cp=cp, final_norm=final_norm,
         out_indices=(0, 2, 3))
     m.init_weights()
     with torch.no_grad():
@@ -75,12 +75,12 @@ def test_fast_forward_equals_full_sequence(kv, cp, final_norm):
         torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-4)
 
     m.train()
-    m.collect_guided_features = True
-    got = m(x)
-    feats = m.pop_guided_features()
+    with m.capture_guided() as capture:
+        got = m(x)
+    feats = capture.pop()
     loss = sum(o.square().mean() for o in got) + \
-        feats['layers'][1].prompt_output.square().mean() + \
-        feats['final_cls'].square().mean()
+        feats.layers[1].prompt_output.square().mean() + \
+        feats.final_cls.square().mean()
     params = [m.prompt_tokens, m.proxy_prompt_tokens] + \
         ([m.kv_bias_delta] if kv else [])
     grads = torch.autograd.grad(loss, params)
@@ -90,9 +90,9 @@ def test_fast_forward_equals_full_sequence(kv, cp, final_norm):
     ref_grads = torch.autograd.grad(ref_loss, params)
     for g, r in zip(got, ref):
         torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(feats['layers'][1].prompt_output,
+    torch.testing.assert_close(feats.layers[1].prompt_output,
                                prompt_out[1], rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(feats['final_cls'], final_cls, rtol=1e-4,
+    torch.testing.assert_close(feats.final_cls, final_cls, rtol=1e-4,
                                atol=1e-4)
     for g, r in zip(grads, ref_grads):
         torch.testing.assert_close(g, r, rtol=1e-3, atol=1e-5)

@@ -48,7 +48,7 @@ from mmengine.dataset import pseudo_collate  # noqa: E402
 import davpt_seg  # noqa: F401,E402
 from davpt_seg.analysis.loading import (build_split, check_layers,  # noqa
                                         load_model, mapping_from_checkpoint,
-                                        own_mapping, prompt_class_lists)
+                                        checkpoint_mapping, prompt_class_lists)
 from davpt_seg.analysis.prompt_attention import (  # noqa: E402
     PrecisionAccumulator, attention_pass, summarize)
 
@@ -139,14 +139,14 @@ def main(argv=None):
     backbone = model.backbone
     layers = check_layers(backbone, args.layers)
     names = list(model.dataset_meta['classes'])
-    mapping, source = own_mapping(backbone), 'checkpoint mapping'
+    mapping, source = checkpoint_mapping(args.checkpoint), 'checkpoint mapping'
     if args.mapping_from:
         mapping = mapping_from_checkpoint(
             args.mapping_from, backbone.num_proxy_prompts, len(names))
         source = f'mapping of {osp.basename(args.mapping_from)} by index'
     assignments = {
         layer: prompt_class_lists(mapping, backbone.num_proxy_prompts)
-        if backbone._prompt_slot[layer][0] == 'proxy' else None
+        if backbone.prompt_kinds[layer] == 'proxy' else None
         for layer in layers}
     dataset = build_split(model.cfg, args.split)
     with torch.no_grad():

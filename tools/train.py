@@ -20,7 +20,7 @@ from mmengine.runner import Runner  # noqa: E402
 
 import davpt_seg  # noqa: F401,E402  (registration, safe checkpoint loading)
 from davpt_seg.engine.launch import (  # noqa: E402
-    check_davpt_hook, close_process_group, sync_bn_to_bn)
+    close_process_group, sync_bn_to_bn)
 
 
 def parse_args(argv=None):
@@ -185,10 +185,6 @@ def main(argv=None):
     add_checkpoint_check(cfg)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg \
         else RUNNERS.build(cfg)
-    try:
-        check_davpt_hook(runner)
-    except ValueError as e:
-        raise SystemExit(f'{args.config}: {e}') from e
     runner.train()
     close_process_group()
 

@@ -5,10 +5,10 @@
 
 Writes ``DIR/mapping.png`` (classes grouped by the prompt they are mapped
 to, with cluster sizes; the cosine similarity of the k-means centroids) and
-``DIR/mapping.json`` (the same numbers). The mapping is the backbone's
-``class_mapping`` buffers, shared by the proxy prompts of every guided
-layer. Full and prompt-only checkpoints; only the mapping buffers are
-needed, so the model is built without loading the frozen weights.
+``DIR/mapping.json`` (the same numbers). The mapping is ``DAVPTHook``'s
+(saved under the checkpoint key ``davpt``), shared by the proxy prompts of
+every guided layer. Full and prompt-only checkpoints, also of earlier
+versions; no model is built.
 """
 import argparse
 import json
@@ -19,14 +19,11 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from mmengine.config import Config, DictAction  # noqa: E402
-from mmengine.registry import init_default_scope  # noqa: E402
-from mmseg.registry import MODELS  # noqa: E402
 
 import davpt_seg  # noqa: F401,E402
-from davpt_seg.analysis.loading import config_dataset_meta  # noqa: E402
+from davpt_seg.analysis.loading import (class_mapping_from,  # noqa: E402
+                                        config_dataset_meta)
 from davpt_seg.utils import load_training_checkpoint  # noqa: E402
-
-PREFIX = 'backbone.class_mapping.'
 
 
 def parse_args(argv=None):
@@ -39,23 +36,14 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def load_mapping(cfg, checkpoint: str):
-    """The backbone's ``ClassPromptMapping`` with the checkpoint's buffers,
-    and the checkpoint's ``dataset_meta`` (or None)."""
-    init_default_scope(cfg.get('default_scope', 'mmseg'))
-    backbone_cfg = dict(cfg.model.backbone, init_cfg=None)
-    if backbone_cfg.get('num_classes') is None:
-        raise SystemExit(f'{cfg.filename}: the backbone has no num_classes, '
-                         'so no class->prompt mapping (VPT-Deep config?)')
-    mapping = MODELS.build(backbone_cfg).class_mapping
+def load_mapping(checkpoint: str):
+    """The checkpoint's ``ClassPromptMapping`` and ``dataset_meta`` (or
+    None)."""
     ckpt = load_training_checkpoint(checkpoint)
-    state = ckpt.get('state_dict', ckpt)
-    buffers = {k[len(PREFIX):]: v for k, v in state.items()
-               if k.startswith(PREFIX)}
-    if not buffers:
-        raise SystemExit(f'{checkpoint} holds no class->prompt mapping '
-                         f'({PREFIX}*): is it a DA-VPT checkpoint?')
-    mapping.load_state_dict(buffers)
+    mapping = class_mapping_from(ckpt)
+    if mapping is None:
+        raise SystemExit(f'{checkpoint} holds no class->prompt mapping: is '
+                         'it a DA-VPT checkpoint (VPT-Deep has none)?')
     return mapping, ckpt.get('meta', {}).get('dataset_meta')
 
 
@@ -64,7 +52,7 @@ def main(argv=None):
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
-    mapping, meta = load_mapping(cfg, args.checkpoint)
+    mapping, meta = load_mapping(args.checkpoint)
     meta = meta or config_dataset_meta(cfg) or {}
     names = list(meta.get('classes') or
                  [f'class {c}' for c in range(mapping.num_classes)])
@@ -76,7 +64,7 @@ def main(argv=None):
     initialized = bool(mapping.initialized)
     os.makedirs(args.out, exist_ok=True)
     title = (f'{osp.basename(args.checkpoint)}: {mapping.num_classes} '
-             f'classes -> {mapping.num_prompts} prompts '
+             f'classes -> {mapping.num_proxy_prompts} prompts '
              f'({int(mapping.num_updates)} k-means updates)')
     if not initialized:
         title += ' -- NOT SET BY K-MEANS (placeholder mapping)'

@@ -38,7 +38,7 @@ from mmengine.config import DictAction  # noqa: E402
 import davpt_seg  # noqa: F401,E402
 from davpt_seg.analysis.loading import (check_layers, load_annotation,  # noqa
                                         load_model, mapping_from_checkpoint,
-                                        own_mapping,
+                                        checkpoint_mapping,
                                         prepare_image, prompt_class_lists)
 from davpt_seg.analysis.prompt_attention import (  # noqa: E402
     attention_pass, class_fractions, grid_to_image, image_precision, spread)
@@ -200,7 +200,7 @@ def main(argv=None):
     model = load_model(args.config, args.checkpoint, device=args.device,
                        cfg_options=args.cfg_options)
     layers = check_layers(model.backbone, args.layers)
-    mapping = own_mapping(model.backbone)
+    mapping = checkpoint_mapping(args.checkpoint)
     if args.mapping_from:
         mapping = mapping_from_checkpoint(
             args.mapping_from, model.backbone.num_proxy_prompts,

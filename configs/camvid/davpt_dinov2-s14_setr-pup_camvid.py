@@ -3,10 +3,6 @@
 # last one, as in the authors' ViT-B code), and the Proxy-Anchor losses.
 _base_ = ['./vpt_dinov2-s14_setr-pup_camvid.py']
 
-model = dict(
-    backbone=dict(
-        num_classes={{_base_.num_classes}},
-        mapping_cfg=dict(kmeans_norm='layer', max_iter=20, unseen='random')))
 custom_hooks = [
     dict(type='ParamReportHook'),
     dict(
@@ -15,6 +11,7 @@ custom_hooks = [
         cls_loss_weight=0.05,
         token_feature='output',
         target_rule='random',
+        mapping=dict(kmeans_norm='layer', max_iter=20, unseen='random'),
         background_ids=(),  # void (11) is already the ignore index
         mapping_interval=None,  # one epoch of iterations
         init_max_batches=None)

@@ -3,8 +3,12 @@
 # reference's random class means.
 _base_ = ['./davpt_dinov2-s14_setr-pup_camvid.py']
 
-model = dict(
-    backbone=dict(
-        mapping_cfg=dict(
+custom_hooks = [
+    dict(type='ParamReportHook'),
+    dict(
+        type='DAVPTHook',
+        background_ids=(),  # void (11) is already the ignore index
+        mapping=dict(
             kmeans_norm='layer', max_iter=20, unseen='random',
-            init='k-means++', n_init=5)))
+            init='k-means++', n_init=5))
+]

@@ -35,8 +35,7 @@ model = dict(
         patch_bias=True,
         num_prompts=20,
         num_proxy_prompts=10,
-        guided_layers=[11],
-        num_classes=150))
+        guided_layers=[11]))
 
 custom_hooks = [
     dict(

@@ -16,9 +16,8 @@ from mmseg.datasets.transforms import LoadAnnotations
 from mmseg.registry import DATASETS, TRANSFORMS
 
 from davpt_seg.models.backbones import PromptedVisionTransformer
+from davpt_seg.models.davpt import ClassPromptMapping, objective_state
 from davpt_seg.utils import load_training_checkpoint
-
-MAPPING_KEY = 'backbone.class_mapping.mapping'
 
 
 def load_model(config, checkpoint: str, device: str = 'cpu',
@@ -131,20 +130,47 @@ def build_split(cfg, split: str):
     return DATASETS.build(ds_cfg)
 
 
+def load_class_mapping(path: str) -> Optional[ClassPromptMapping]:
+    """:func:`class_mapping_from` the checkpoint file ``path``."""
+    return class_mapping_from(load_training_checkpoint(path))
+
+
+def class_mapping_from(checkpoint: dict) -> Optional[ClassPromptMapping]:
+    """The class->prompt mapping saved in a loaded DA-VPT checkpoint
+    (training, prompt-only, or of an earlier version), or None if it has
+    none."""
+    state = objective_state(checkpoint)
+    if not state or 'mapping.mapping' not in state:
+        return None
+    buffers = {k[len('mapping.'):]: v for k, v in state.items()
+               if k.startswith('mapping.')}
+    num_proxy_prompts, embed_dims = buffers['centroids'].shape
+    mapping = ClassPromptMapping(len(buffers['mapping']), num_proxy_prompts,
+                                 embed_dims)
+    mapping.load_state_dict(buffers)
+    return mapping
+
+
+def checkpoint_mapping(path: str) -> Optional[torch.Tensor]:
+    """[num_classes] class -> prompt ids of a checkpoint, or None (VPT-Deep).
+    Warns if k-means never set it."""
+    mapping = load_class_mapping(path)
+    if mapping is None:
+        return None
+    if not bool(mapping.initialized):
+        warnings.warn(f'{path}: the class->prompt mapping was never set by '
+                      'k-means (placeholder arange % K)')
+    return mapping.mapping.long().cpu()
+
+
 def mapping_from_checkpoint(path: str, num_prompts: int,
                             num_classes: int) -> torch.Tensor:
     """[num_classes] class -> prompt ids stored in another checkpoint (a
     DA-VPT one), for prompts of a checkpoint without a mapping (VPT-Deep)."""
-    ckpt = load_training_checkpoint(path)
-    state = ckpt.get('state_dict', ckpt)
-    if MAPPING_KEY not in state:
-        raise KeyError(f'{path} has no class->prompt mapping '
-                       f'({MAPPING_KEY}): is it a DA-VPT checkpoint?')
-    init = state.get('backbone.class_mapping.initialized')
-    if init is not None and not bool(init):
-        warnings.warn(f'{path}: the class->prompt mapping was never set by '
-                      'k-means (placeholder arange % K)')
-    mapping = state[MAPPING_KEY].long().cpu()
+    mapping = checkpoint_mapping(path)
+    if mapping is None:
+        raise KeyError(f'{path} has no class->prompt mapping: is it a DA-VPT '
+                       'checkpoint?')
     if len(mapping) != num_classes:
         raise ValueError(f'{path} maps {len(mapping)} classes, the dataset '
                          f'has {num_classes}')
@@ -161,18 +187,6 @@ def prompt_class_lists(mapping: Optional[torch.Tensor],
         return None
     m = mapping.tolist()
     return [[c for c, k in enumerate(m) if k == p] for p in range(num_prompts)]
-
-
-def own_mapping(backbone) -> Optional[torch.Tensor]:
-    """[num_classes] the backbone's class -> prompt mapping, or None
-    (VPT-Deep). Warns if k-means never set it."""
-    cm = backbone.class_mapping
-    if cm is None:
-        return None
-    if not bool(cm.initialized):
-        warnings.warn('the checkpoint\'s class->prompt mapping was never set '
-                      'by k-means (placeholder arange % K)')
-    return cm.mapping.detach().long().cpu()
 
 
 def check_layers(backbone, layers: Optional[Sequence[int]]) -> List[int]:

@@ -7,48 +7,9 @@ from typing import List
 
 from mmengine.logging import print_log
 
-from davpt_seg.models.backbones import PromptedVisionTransformer
 
 #: norm layer types that only work on GPUs (torch's and mmcv's SyncBN)
 SYNC_BN_TYPES = ('SyncBN', 'MMSyncBN')
-
-
-def check_davpt_hook(runner) -> None:
-    """Raise ``ValueError`` if the model has a DA-VPT backbone but the runner
-    has no ``DAVPTHook``.
-
-    A ``PromptedVisionTransformer`` with ``num_classes`` holds the
-    class->prompt mapping, but the metric losses and the mapping updates live
-    in ``DAVPTHook``: without it the run trains as plain VPT, silently (a
-    child config's ``custom_hooks`` replaces its base's list, e.g.
-    ``custom_hooks = [dict(type='EMAHook')]`` drops the hook). Call after
-    the runner is built, before ``runner.train()``.
-
-    Opt-out: ``davpt_hook_optional = True`` in the config (e.g. to train the
-    prompts of a DA-VPT checkpoint further without the metric losses).
-    """
-    if runner.cfg.get('davpt_hook_optional', False):
-        return
-    backbones = [m for m in runner.model.modules()
-                 if isinstance(m, PromptedVisionTransformer)
-                 and m.class_mapping is not None]
-    if not backbones:
-        return
-    from .hooks import DAVPTHook
-    if any(isinstance(h, DAVPTHook) for h in runner.hooks):
-        return
-    hooks = [type(h).__name__ for h in runner.hooks]
-    raise ValueError(
-        f'The backbone is DA-VPT (num_classes={backbones[0].num_classes}: '
-        'class->prompt mapping and metric losses) but the runner has no '
-        f'DAVPTHook (hooks: {", ".join(hooks)}), so it would train as plain '
-        'VPT. Add it to the config, e.g.\n'
-        "  custom_hooks = [dict(type='DAVPTHook', background_ids=()), ...]\n"
-        '(a child config\'s custom_hooks replaces the whole list of its '
-        'base: repeat the DAVPTHook entry of the base config there). For '
-        'plain VPT set model.backbone.num_classes=None; to train a DA-VPT '
-        'backbone without the hook on purpose, set '
-        '`davpt_hook_optional = True` in the config.')
 
 
 def sync_bn_to_bn(cfg) -> List[str]:

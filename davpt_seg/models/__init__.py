@@ -1,1 +1,1 @@
-from . import backbones, losses, segmentors, utils  # noqa: F401  (registration)
+from . import backbones, davpt, losses, segmentors  # noqa: F401  (registration)

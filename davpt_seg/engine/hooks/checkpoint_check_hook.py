@@ -22,10 +22,8 @@ from mmengine.optim import OptimWrapper, OptimWrapperDict
 from mmseg.registry import HOOKS
 
 #: state-dict prefixes of the heads (``allow_head_mismatch`` drops those of
-#: their tensors whose shapes differ) and of the class->prompt mapping
-#: (dropped as a whole when any of its buffers differs: another class count)
+#: their tensors whose shapes differ)
 HEAD_PREFIXES = ('decode_head.', 'auxiliary_head.')
-MAPPING_PREFIX = 'backbone.class_mapping.'
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -75,17 +73,27 @@ def checkpoint_mismatches(model: nn.Module,
 def drop_head_mismatches(model: nn.Module,
                          state_dict: Dict[str, torch.Tensor]) -> List[str]:
     """Delete from ``state_dict`` (in place) the heads' tensors whose shapes
-    differ from ``model``'s and, if any class->prompt mapping buffer
-    differs, every mapping buffer (the mapping is then built afresh by
-    ``DAVPTHook`` at the start of training). Returns the deleted keys."""
+    differ from ``model``'s. Returns the deleted keys."""
     mismatched, _ = _mismatched(model, state_dict)
     drop = [k for k, key, _, _ in mismatched if key.startswith(HEAD_PREFIXES)]
-    if any(key.startswith(MAPPING_PREFIX) for _, key, _, _ in mismatched):
-        drop += [k for k in state_dict
-                 if _revise(k).startswith(MAPPING_PREFIX)]
     for k in drop:
         del state_dict[k]
     return sorted(drop)
+
+
+def head_mismatch_allowed(runner, allowed: Optional[bool] = None) -> bool:
+    """Whether the checkpoint being loaded may differ from the model in the
+    heads (and ``DAVPTHook``'s mapping): ``allowed`` (None reads the config
+    key ``allow_head_mismatch``, default False), only when training from
+    ``load_from`` (not resuming, not testing)."""
+    if allowed is None:
+        allowed = bool(runner.cfg.get('allow_head_mismatch', False))
+    # training = the runner has built its optimizer wrapper (train() does so
+    # before loading; test() never); resume restores a run of this very
+    # model, whose shapes must fit
+    training = isinstance(runner.optim_wrapper,
+                          (OptimWrapper, OptimWrapperDict))
+    return allowed and training and not runner.cfg.get('resume', False)
 
 
 @HOOKS.register_module()
@@ -118,20 +126,9 @@ class CheckpointShapeCheckHook(Hook):
     def __init__(self, allow_head_mismatch: Optional[bool] = None) -> None:
         self.allow_head_mismatch = allow_head_mismatch
 
-    def _head_mismatch_allowed(self, runner) -> bool:
-        allowed = self.allow_head_mismatch
-        if allowed is None:
-            allowed = bool(runner.cfg.get('allow_head_mismatch', False))
-        # training = the runner has built its optimizer wrapper (train()
-        # does so before loading; test() never); resume restores a run of
-        # this very model, whose shapes must fit
-        training = isinstance(runner.optim_wrapper,
-                              (OptimWrapper, OptimWrapperDict))
-        return allowed and training and not runner.cfg.get('resume', False)
-
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         state = checkpoint.get('state_dict', checkpoint)
-        if self._head_mismatch_allowed(runner):
+        if head_mismatch_allowed(runner, self.allow_head_mismatch):
             dropped = drop_head_mismatches(runner.model, state)
             if dropped:
                 print_log(
@@ -145,10 +142,9 @@ class CheckpointShapeCheckHook(Hook):
         if not problems:
             return
         hint = ''
-        if any(re.search(r'conv_seg|class_mapping\.(mapping|feat)', p)
-               for p in problems):
+        if any('conv_seg' in p for p in problems):
             hint = (' The number of classes differs: check num_classes of '
-                    'the decode/auxiliary heads and of model.backbone. To '
+                    'the decode/auxiliary heads. To '
                     'fine-tune on another dataset (reuse the backbone and '
                     'prompts, re-initialise the mismatched head tensors and '
                     'the class->prompt mapping), set '

@@ -1,7 +1,8 @@
 from .attention_capture import AttentionCapture, AttentionRecord, TokenLayout
-from .prompted_vit import GuidedFeatures, PromptedVisionTransformer
+from .guided_capture import GuidedCapture, GuidedFeatures, GuidedOutput
+from .prompted_vit import PromptedVisionTransformer
 
 __all__ = [
-    'PromptedVisionTransformer', 'GuidedFeatures', 'AttentionCapture',
-    'AttentionRecord', 'TokenLayout'
+    'PromptedVisionTransformer', 'GuidedCapture', 'GuidedFeatures',
+    'GuidedOutput', 'AttentionCapture', 'AttentionRecord', 'TokenLayout'
 ]

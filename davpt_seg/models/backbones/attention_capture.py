@@ -23,8 +23,7 @@ Example::
     attn = cap.attn[11]                           # [B, heads, T, T]
     maps = cap.last.prompt_to_patches(11)         # [B, heads, P, h, w]
 """
-from contextlib import contextmanager
-from typing import (Callable, Dict, Iterator, List, NamedTuple, Optional,
+from typing import (Callable, Dict, List, NamedTuple, Optional,
                     Sequence, Tuple)
 
 import torch
@@ -228,20 +227,16 @@ class AttentionCapture:
                                         kind)
 
 
-@contextmanager
-def capture_attention(backbone,
-                      layers: Optional[Sequence[int]] = None
-                      ) -> Iterator[AttentionCapture]:
-    """Context manager behind ``PromptedVisionTransformer.
-    capture_attention`` (see the module doc).
+def new_attention_capture(backbone,
+                          layers: Optional[Sequence[int]] = None
+                          ) -> AttentionCapture:
+    """The :class:`AttentionCapture` behind ``PromptedVisionTransformer.
+    capture_attention`` (see the module doc), validated.
 
     Args:
         backbone (PromptedVisionTransformer): in eval mode.
         layers (Sequence[int], optional): 0-based layers; negative indices
             count from the last layer. Default: all layers.
-    Yields:
-        AttentionCapture: filled by every backbone forward in the block;
-        the maps stay available after the block.
     """
     num_layers = len(backbone.layers)
     if layers is None:
@@ -257,18 +252,6 @@ def capture_attention(backbone,
         raise RuntimeError('capture_attention() is eval-only: call '
                            'model.eval() first (dropout would make the '
                            'maps differ from the computed attention)')
-    if getattr(backbone, '_attn_capture', None) is not None:
-        raise RuntimeError('capture_attention() is already active on this '
-                           'backbone')
-    capture = AttentionCapture(
+    return AttentionCapture(
         chosen, int(backbone.with_cls_token), backbone.num_register_tokens,
-        {i: kind for i, (kind, _) in backbone._prompt_slot.items()},
-        is_training=lambda: backbone.training)
-    handle = backbone.patch_embed.register_forward_hook(
-        lambda module, args, out: capture.start_forward(out[1]))
-    backbone._attn_capture = capture
-    try:
-        yield capture
-    finally:
-        backbone._attn_capture = None
-        handle.remove()
+        backbone.prompt_kinds, is_training=lambda: backbone.training)

@@ -26,7 +26,8 @@ import inspect
 import logging
 import math
 import os
-from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence
+from contextlib import contextmanager
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -37,9 +38,18 @@ from mmseg.models.backbones import VisionTransformer
 from mmseg.registry import MODELS
 
 from davpt_seg.utils.checkpoint import load_weights
-from .attention_capture import AttentionCapture, capture_attention
+from .attention_capture import AttentionCapture, new_attention_capture
+from .guided_capture import GuidedCapture, GuidedFeatures, GuidedOutput
 
 PROMPT_NORMS = ('none', 'l2', 'layer')
+#: Arguments of earlier versions that moved out of the backbone.
+MOVED_ARGUMENTS = {
+    'num_classes': 'the class->prompt mapping is now DAVPTHook\'s; it reads '
+    'the class count from model.decode_head.num_classes: delete '
+    'model.backbone.num_classes',
+    'mapping_cfg': 'the class->prompt mapping is now DAVPTHook\'s: move '
+    'model.backbone.mapping_cfg to DAVPTHook(mapping=dict(...))',
+}
 #: Environment variable naming the pretrained file of a prompt-only
 #: checkpoint, for loaders that clear ``init_cfg`` (``mmseg.apis.init_model``,
 #: ``MMSegInferencer``). Checked against the checkpoint's fingerprint.
@@ -130,6 +140,11 @@ def vit_arguments(cls: type, args: tuple, kwargs: dict) -> dict:
     if twice:
         raise TypeError(f'{cls.__name__} got multiple values for argument '
                         f'{twice[0]!r}')
+    moved = [f'{k}: {MOVED_ARGUMENTS[k]}' for k in kwargs
+             if k in MOVED_ARGUMENTS and kwargs[k] is not None]
+    if moved:
+        raise TypeError(f'{cls.__name__}: ' + '; '.join(moved))
+    kwargs = {k: v for k, v in kwargs.items() if k not in MOVED_ARGUMENTS}
     unknown = [k for k in kwargs if k not in names]
     if unknown:
         own = [n for n, p in inspect.signature(cls.__init__).parameters.items()
@@ -144,26 +159,6 @@ def vit_arguments(cls: type, args: tuple, kwargs: dict) -> dict:
                         f'{"s" if len(unknown) > 1 else ""} '
                         f'{", ".join(hints)}')
     return {**bound, **kwargs}
-
-
-class GuidedFeatures(NamedTuple):
-    """What the DA-VPT metric losses need from one guided layer.
-
-    Attributes:
-        proxies (Tensor): [K, C] the layer's class-assigned prompts after
-            ``prompt_norm`` and before prompt dropout (the loss proxies).
-        cls_query (Tensor): [B, C] query projection of the block's [CLS]
-            input, ``W_q LN1(x_cls) + b_q``.
-        prompt_output (Tensor): [B, K, C] attention output at each prompt
-            position (heads concatenated, before the output projection).
-        patch_mean (Tensor): [B, C] mean of the block's input image tokens.
-        query_mean (Tensor): [B, C] mean query projection of those tokens.
-    """
-    proxies: torch.Tensor
-    cls_query: torch.Tensor
-    prompt_output: torch.Tensor
-    patch_mean: torch.Tensor
-    query_mean: torch.Tensor
 
 
 @MODELS.register_module()
@@ -184,19 +179,12 @@ class PromptedVisionTransformer(VisionTransformer):
     Args:
         num_prompts (int): prompts per unguided layer (P_o). Default: 20.
         num_proxy_prompts (int): class-assigned prompts per guided layer (K),
-            also the number of k-means clusters. Default: 10.
+            also the number of k-means clusters of ``DAVPTHook``'s mapping.
+            Default: 10.
         guided_layers (Sequence[int]): layers holding the class-assigned
             prompts, 0-based; negative indices count from the end (-1 is
             the last layer, the paper's best). Stored normalised to 0-based
             indices. Default: (-1,).
-        num_classes (int, optional): classes of the class->prompt mapping.
-            Setting it enables DA-VPT (builds the mapping buffers, needs
-            ``guided_layers`` and ``with_cls_token=True``). ``None`` gives
-            plain VPT with the same prompt layout. Default: None.
-        mapping_cfg (dict, optional): extra arguments of
-            :class:`ClassPromptMapping` (``kmeans_norm``, ``max_iter``,
-            ``tol``, ``unseen``, ``seed``, and the cold-start options ``init``
-            = 'random' | 'k-means++' and ``n_init``).
         tune_kv_bias (bool): DA-VPT+: also train the attention key and value
             biases of every layer (exactly 2 x L x C values). mmcv packs q/k/v
             biases in one frozen ``in_proj_bias``; the trainable values are a
@@ -230,8 +218,6 @@ class PromptedVisionTransformer(VisionTransformer):
                  num_prompts: int = 20,
                  num_proxy_prompts: int = 10,
                  guided_layers: Sequence[int] = (-1, ),
-                 num_classes: Optional[int] = None,
-                 mapping_cfg: Optional[dict] = None,
                  tune_kv_bias: bool = False,
                  prompt_drop_rate: float = 0.,
                  prompt_norm: str = 'none',
@@ -248,13 +234,12 @@ class PromptedVisionTransformer(VisionTransformer):
         embed_dims = self.cls_token.shape[-1]
         guided_layers = self._layer_indices(guided_layers, num_layers)
         self._check_args(num_prompts, num_proxy_prompts, guided_layers,
-                         num_classes, prompt_drop_rate, prompt_norm)
+                         prompt_drop_rate, prompt_norm)
         self.embed_dims = embed_dims
         self.num_heads = self.layers[0].attn.attn.num_heads
         self.num_prompts = num_prompts
         self.num_proxy_prompts = num_proxy_prompts
         self.guided_layers = guided_layers
-        self.num_classes = num_classes
         self.tune_kv_bias = tune_kv_bias
         self.frozen_exclude = [n for n in frozen_exclude if n != 'all']
         self.num_register_tokens = num_register_tokens
@@ -278,21 +263,11 @@ class PromptedVisionTransformer(VisionTransformer):
         self.kv_bias_delta = nn.Parameter(
             torch.zeros(num_layers, 2, embed_dims)) if tune_kv_bias else None
 
-        self.class_mapping = None
-        if num_classes is not None:
-            from davpt_seg.models.utils import ClassPromptMapping
-            self.class_mapping = ClassPromptMapping(
-                num_classes=num_classes,
-                num_prompts=num_proxy_prompts,
-                embed_dims=embed_dims,
-                **(mapping_cfg or {}))
-
-        # Set by DAVPTHook: collect guided-layer features in training forwards.
-        self.collect_guided_features = False
-        self._guided_features = None
+        self._guided_capture: Optional[GuidedCapture] = None
         self._pretrained_loaded = False
         self.init_prompts()
         self._freeze_pretrained()
+        self._check_gradient_paths()
 
     # ------------------------------------------------------------------ setup
     @staticmethod
@@ -313,7 +288,7 @@ class PromptedVisionTransformer(VisionTransformer):
         return layers
 
     def _check_args(self, num_prompts, num_proxy_prompts, guided_layers,
-                    num_classes, prompt_drop_rate, prompt_norm):
+                    prompt_drop_rate, prompt_norm):
         if not isinstance(num_prompts, int) or num_prompts < 0:
             raise ValueError(
                 f'num_prompts must be an int >= 0, got {num_prompts!r}')
@@ -328,25 +303,24 @@ class PromptedVisionTransformer(VisionTransformer):
         if prompt_norm not in PROMPT_NORMS:
             raise ValueError(f'prompt_norm must be one of {PROMPT_NORMS}, '
                              f'got {prompt_norm!r}')
-        if num_classes is not None:
-            if not guided_layers:
-                raise ValueError(
-                    'num_classes enables the DA-VPT class->prompt mapping, '
-                    'which needs at least one guided layer (guided_layers)')
-            if not self.with_cls_token:
-                raise ValueError(
-                    'DA-VPT needs with_cls_token=True: the [CLS]->prompt '
-                    'loss and the class->prompt mapping both work on the '
-                    '[CLS] token. Use with_cls_token=True, or drop '
-                    'num_classes for plain VPT.')
-            if isinstance(num_classes, int) and not \
-                    2 <= num_proxy_prompts <= num_classes:
-                raise ValueError(
-                    f'num_proxy_prompts ({num_proxy_prompts}) must be between '
-                    f'2 and num_classes ({num_classes}) for DA-VPT: each '
-                    'class-assigned prompt is a k-means cluster of classes, '
-                    'so there must be at least 2 of them and at least as many '
-                    'classes as prompts.')
+
+    def _check_gradient_paths(self) -> None:
+        """Unguided prompts of a layer after the last ``out_indices`` layer
+        reach no output, so they would silently never train (and DDP with
+        ``find_unused_parameters=False`` fails when that is all of them).
+        Guided layers are exempt: ``DAVPTHook``'s metric losses train them."""
+        if self.prompt_tokens is None:
+            return
+        last_out = max(self.out_indices)
+        dead = [i for i, (kind, _) in sorted(self._prompt_slot.items())
+                if kind == 'plain' and i > last_out]
+        if dead:
+            raise ValueError(
+                f'The prompts of layers {dead} (num_prompts='
+                f'{self.num_prompts}) come after the last output layer '
+                f'(out_indices={list(self.out_indices)}) and are not '
+                'guided: they can never get a gradient. Add a later layer to '
+                'out_indices, or set num_prompts=0.')
 
     def _new_prompts(self, depth: int, length: int) -> Optional[nn.Parameter]:
         if depth == 0 or length == 0:
@@ -379,9 +353,9 @@ class PromptedVisionTransformer(VisionTransformer):
 
     def own_state_keys(self) -> List[str]:
         """State-dict keys this class adds to mmseg's ``VisionTransformer``
-        (prompts, K/V offsets, prompt norm, mapping buffers)."""
+        (prompts, K/V offsets, prompt norm)."""
         base = ('prompt_tokens', 'proxy_prompt_tokens', 'prompt_norm.',
-                'kv_bias_delta', 'class_mapping.')
+                'kv_bias_delta')
         return [k for k in self.state_dict() if k.startswith(base)]
 
     # --------------------------------------------------------------- weights
@@ -541,11 +515,16 @@ class PromptedVisionTransformer(VisionTransformer):
         non-tensor *key* in the state dict would be an unexpected key (or a
         crash) for every other loader.
         """
+        # The class->prompt mapping of earlier versions (now DAVPTHook's
+        # training state, migrated there): not part of the model.
+        for k in [k for k in state_dict
+                  if k.startswith(prefix + 'class_mapping.')]:
+            del state_dict[k]
         own = set(self.own_state_keys())
         model_state = self.state_dict()
         in_ckpt = {k[len(prefix):] for k in state_dict if k.startswith(prefix)}
         own_prefixes = ('prompt_tokens', 'proxy_prompt_tokens',
-                        'prompt_norm.', 'kv_bias_delta', 'class_mapping.')
+                        'prompt_norm.', 'kv_bias_delta')
         problems = [
             f'{k}: checkpoint {tuple(state_dict[prefix + k].shape)} vs '
             f'model {tuple(model_state[k].shape)}' for k in sorted(in_ckpt)
@@ -680,8 +659,15 @@ class PromptedVisionTransformer(VisionTransformer):
             state_dict[prefix + k] = current[k]
 
     # --------------------------------------------------------------- forward
-    def _layer_prompts(self, i: int) -> Optional[torch.Tensor]:
-        """[P_i, C] prompts of layer ``i`` after ``prompt_norm``, or None."""
+    @property
+    def prompt_kinds(self) -> Dict[int, str]:
+        """Layer index -> ``'proxy'`` (guided layer, class-assigned prompts)
+        or ``'plain'`` (unguided prompts), for every layer."""
+        return {i: kind for i, (kind, _) in self._prompt_slot.items()}
+
+    def layer_prompts(self, i: int) -> Optional[torch.Tensor]:
+        """[P_i, C] prompts of layer ``i`` after ``prompt_norm``, or None
+        when the layer has none."""
         kind, row = self._prompt_slot[i]
         tokens = self.proxy_prompt_tokens if kind == 'proxy' \
             else self.prompt_tokens
@@ -746,6 +732,31 @@ class PromptedVisionTransformer(VisionTransformer):
         x = layer.ffn(layer.norm2(x), identity=x)
         return (x, feats) if collect else x
 
+    def _run_layer(self, i: int, x: torch.Tensor, num_lead: int,
+                   prompted: bool, collect: bool
+                   ) -> Tuple[torch.Tensor, Optional[GuidedFeatures]]:
+        """Layer ``i`` with its prompts (if ``prompted``), gradient
+        checkpointing (``with_cp``) and the final norm after the last layer.
+
+        Returns:
+            (Tensor [B, S, C], GuidedFeatures or None): the features are
+            returned for a guided layer when ``collect`` is set.
+        """
+        prompts = self.layer_prompts(i) if prompted else None
+        tokens = None if prompts is None else self.prompt_dropout(
+            prompts.expand(x.shape[0], -1, -1))
+        want = collect and self._prompt_slot[i][0] == 'proxy'
+        if self.with_cp and (x.requires_grad or (
+                tokens is not None and tokens.requires_grad)):
+            res = cp.checkpoint(self._layer_forward, i, x, tokens, num_lead,
+                                want, use_reentrant=False)
+        else:
+            res = self._layer_forward(i, x, tokens, num_lead, want)
+        x, feats = res if want else (res, None)
+        if i == len(self.layers) - 1 and self.final_norm:
+            x = self.norm1(x)
+        return x, None if feats is None else GuidedFeatures(prompts, *feats)
+
     def _to_map(self, x: torch.Tensor, hw_shape, num_skip: int):
         out = x[:, num_skip:]
         B, _, C = out.shape
@@ -755,9 +766,10 @@ class PromptedVisionTransformer(VisionTransformer):
             out = [out, x[:, 0]]
         return out
 
-    def _embed(self, inputs: torch.Tensor, with_cls: bool):
+    def embed_tokens(self, inputs: torch.Tensor, with_cls: bool):
         """Tokens entering the first layer: [B, lead + N, C] =
-        ([CLS] if ``with_cls``, registers, image tokens), and the patch grid.
+        ([CLS] if ``with_cls``, registers, image tokens), the patch grid and
+        ``lead``, the number of tokens before the image tokens.
 
         Position embeddings are added to [CLS] and the image tokens before
         the registers are inserted (DINOv2 / timm); ``pre_norm`` follows.
@@ -774,7 +786,7 @@ class PromptedVisionTransformer(VisionTransformer):
                            x[:, n:]), dim=1)
         if self.pre_norm:
             x = self.pre_ln(x)
-        return x, hw_shape
+        return x, hw_shape, int(with_cls) + self.num_register_tokens
 
     def forward(self, inputs: torch.Tensor):
         """
@@ -783,48 +795,61 @@ class PromptedVisionTransformer(VisionTransformer):
         Returns:
             tuple[Tensor]: [B, C, H/p, W/p] per ``out_indices`` (or
             ``[map, cls [B, C]]`` with ``output_cls_token``), as mmseg's ViT.
-            In training with ``collect_guided_features`` the guided-layer
-            features are kept for :meth:`pop_guided_features`.
+            A training forward also records a :class:`GuidedOutput` in the
+            attached :meth:`capture_guided`, if any.
         """
-        B = inputs.shape[0]
-        x, hw_shape = self._embed(inputs, self.with_cls_token)
-        # [CLS] (index 0) and registers precede the image tokens.
-        lead = int(self.with_cls_token) + self.num_register_tokens
-        collect = self.training and self.collect_guided_features
-        self._guided_features = None
-        guided = {}
-
-        outs = []
+        x, hw_shape, lead = self.embed_tokens(inputs, self.with_cls_token)
+        collect = self.training and self._guided_capture is not None
+        guided, outs = {}, []
         if self.out_origin:
             outs.append(self._to_map(x, hw_shape, lead))
-        last = len(self.layers) - 1
         for i in range(len(self.layers)):
             # x holds [lead | image] tokens only: each layer's prompt
             # outputs are dropped inside _layer_forward.
-            prompts = self._layer_prompts(i)
-            tokens = None if prompts is None else self.prompt_dropout(
-                prompts.expand(B, -1, -1))
-            want = collect and self._prompt_slot[i][0] == 'proxy'
-            if self.with_cp and (x.requires_grad or (
-                    tokens is not None and tokens.requires_grad)):
-                res = cp.checkpoint(self._layer_forward, i, x, tokens, lead,
-                                    want, use_reentrant=False)
-            else:
-                res = self._layer_forward(i, x, tokens, lead, want)
-            if want:
-                x, feats = res
-                guided[i] = GuidedFeatures(prompts, *feats)
-            else:
-                x = res
-            if i == last and self.final_norm:
-                x = self.norm1(x)
+            x, feats = self._run_layer(i, x, lead, True, collect)
+            if feats is not None:
+                guided[i] = feats
             if i in self.out_indices:
                 outs.append(self._to_map(x, hw_shape, lead))
         if collect:
-            self._guided_features = dict(layers=guided, final_cls=x[:, 0])
+            self._guided_capture.record(GuidedOutput(guided, x[:, 0]))
         return tuple(outs)
 
-    def capture_attention(self, layers: Optional[Sequence[int]] = None):
+    @torch.no_grad()
+    def forward_cls(self, inputs: torch.Tensor) -> torch.Tensor:
+        """[B, C] final [CLS] of the prompt-free frozen ViT (the features of
+        the initial class->prompt mapping)."""
+        if not self.with_cls_token:
+            raise RuntimeError('forward_cls needs with_cls_token=True')
+        x, _, lead = self.embed_tokens(inputs, True)
+        for i in range(len(self.layers)):
+            x, _ = self._run_layer(i, x, lead, False, False)
+        return x[:, 0]
+
+    def capture_guided(self) -> GuidedCapture:
+        """Attach a :class:`GuidedCapture`: from now on every training
+        forward records its guided-layer features (:class:`GuidedOutput`)
+        in it until it is removed (``capture.remove()`` or a ``with``
+        block). One capture at a time; needs ``with_cls_token=True``."""
+        if not self.with_cls_token:
+            raise ValueError(
+                'DA-VPT needs with_cls_token=True: the [CLS]->prompt loss '
+                'and the class->prompt mapping both work on the [CLS] '
+                'token. Use with_cls_token=True, or train plain VPT '
+                '(no DAVPTHook).')
+        if self._guided_capture is not None:
+            raise RuntimeError('capture_guided() is already attached to this '
+                               'backbone; remove() it first')
+        self._guided_capture = GuidedCapture(self._detach_guided_capture)
+        return self._guided_capture
+
+    def _detach_guided_capture(self, capture: GuidedCapture) -> None:
+        if self._guided_capture is capture:
+            self._guided_capture = None
+
+    @contextmanager
+    def capture_attention(self, layers: Optional[Sequence[int]] = None
+                          ) -> Iterator[AttentionCapture]:
         """Context manager: record the attention probabilities of
         ``layers`` (default: all; negative indices count from the end) in
         every forward inside the block, prompts' queries included. Eval
@@ -837,31 +862,20 @@ class PromptedVisionTransformer(VisionTransformer):
             registers, patches, prompts) of the latest forward;
             ``.records`` for every forward.
         """
-        return capture_attention(self, layers)
+        if self._attn_capture is not None:
+            raise RuntimeError('capture_attention() is already active on '
+                               'this backbone')
+        capture = new_attention_capture(self, layers)
+        handle = self.patch_embed.register_forward_hook(
+            lambda module, args, out: capture.start_forward(out[1]))
+        self._attn_capture = capture
+        try:
+            yield capture
+        finally:
+            self._attn_capture = None
+            handle.remove()
 
     def train(self, mode: bool = True):
         # mmseg's ViT.train() returns None; keep nn.Module's contract.
         super().train(mode)
         return self
-
-    def pop_guided_features(self) -> Optional[dict]:
-        """Return and clear what the last training forward collected:
-        ``{'layers': {layer: GuidedFeatures}, 'final_cls': Tensor[B, C]}``
-        (``final_cls`` is the last layer's [CLS], after the final norm if
-        ``final_norm``). None if nothing was collected."""
-        feats, self._guided_features = self._guided_features, None
-        return feats
-
-    @torch.no_grad()
-    def forward_cls(self, inputs: torch.Tensor) -> torch.Tensor:
-        """[B, C] final [CLS] of the prompt-free frozen ViT (the features of
-        the initial class->prompt mapping)."""
-        if not self.with_cls_token:
-            raise RuntimeError('forward_cls needs with_cls_token=True')
-        x, _ = self._embed(inputs, True)
-        lead = 1 + self.num_register_tokens
-        for i in range(len(self.layers)):
-            x = self._layer_forward(i, x, None, lead, False)
-        if self.final_norm:
-            x = self.norm1(x)
-        return x[:, 0]

@@ -57,6 +57,28 @@ def present_class_mask(labels: torch.Tensor,
     return present
 
 
+def present_classes(data_samples: Sequence,
+                    num_classes: int,
+                    ignore_index: int = 255,
+                    background_ids: Sequence[int] = ()) -> torch.Tensor:
+    """:func:`present_class_mask` of a batch of ``SegDataSample`` (their
+    ``gt_sem_seg``; sizes may differ before padding), naming each image's
+    annotation file in errors.
+
+    Returns:
+        Tensor: [B, num_classes] bool on the labels' device.
+    """
+    rows = []
+    for i, sample in enumerate(data_samples):
+        meta = sample.metainfo
+        name = meta.get('seg_map_path', meta.get('img_path', f'image {i}'))
+        rows.append(present_class_mask(sample.gt_sem_seg.data[None],
+                                       num_classes, ignore_index,
+                                       background_ids, [name]))
+    return torch.cat(rows) if rows else torch.zeros(0, num_classes,
+                                                     dtype=torch.bool)
+
+
 def draw_target_classes(present: torch.Tensor,
                         generator: Optional[torch.Generator] = None
                         ) -> torch.Tensor:
@@ -78,7 +100,7 @@ def draw_target_classes(present: torch.Tensor,
 
 def mode_target_prompts(present: torch.Tensor,
                         mapping: torch.Tensor,
-                        num_prompts: int,
+                        num_proxy_prompts: int,
                         generator: Optional[torch.Generator] = None
                         ) -> torch.Tensor:
     """The authors' rule: the most frequent prompt among an image's classes,
@@ -87,12 +109,12 @@ def mode_target_prompts(present: torch.Tensor,
     Args:
         present (Tensor): [B, num_classes] bool.
         mapping (Tensor): [num_classes] long class -> prompt.
-        num_prompts (int): K.
+        num_proxy_prompts (int): K.
 
     Returns:
         Tensor: [B] long prompt ids, ``-1`` where nothing is present.
     """
-    onehot = torch.nn.functional.one_hot(mapping, num_prompts).float()
+    onehot = torch.nn.functional.one_hot(mapping, num_proxy_prompts).float()
     votes = present.float() @ onehot  # [B, K]
     jitter = torch.rand(votes.shape, generator=generator).to(votes.device)
     prompt = (votes + 0.5 * jitter).argmax(1)  # jitter < 1 breaks ties only

@@ -8,8 +8,8 @@ from mmengine import dist
 from mmengine.logging import print_log
 from torch import Tensor
 
-from .cosine_kmeans import _INITS as _KMEANS_INITS
-from .cosine_kmeans import cosine_kmeans
+from .kmeans import INITS as _KMEANS_INITS
+from .kmeans import cosine_kmeans
 
 _UNSEEN_MODES = ('random', 'keep')
 _KMEANS_NORMS = ('layer', 'none')
@@ -18,19 +18,19 @@ _KMEANS_NORMS = ('layer', 'none')
 class ClassPromptMapping(nn.Module):
     """Distribution-aware mapping from semantic classes to guided prompts.
 
-    Every class is mapped to one of ``num_prompts`` proxy prompts by clustering
-    the per-class mean of the final [CLS] feature with cosine k-means
-    (:func:`cosine_kmeans`); the cluster id is the prompt id.
+    Every class is mapped to one of ``num_proxy_prompts`` proxy prompts by
+    clustering the per-class mean of the final [CLS] feature with cosine
+    k-means (:func:`cosine_kmeans`); the cluster id is the prompt id.
 
     The module has no parameters. All of its state lives in persistent
-    buffers, so it is saved in every checkpoint and a resumed or tested model
-    uses exactly the mapping it was trained with:
+    buffers (training-only state: ``DAVPTHook`` saves them under the
+    checkpoint key ``'davpt'``, so a resumed run continues exactly):
 
     - ``mapping`` (num_classes, ), long: prompt id of every class. It starts
-      as ``arange(num_classes) % num_prompts`` but is only meaningful once
-      ``initialized`` is True.
-    - ``centroids`` (num_prompts, embed_dims), float32: k-means centroids
-      (layer-normalised space), used to warm-start the next update.
+      as ``arange(num_classes) % num_proxy_prompts`` but is only meaningful
+      once ``initialized`` is True.
+    - ``centroids`` (num_proxy_prompts, embed_dims), float32: k-means
+      centroids (layer-normalised space), used to warm-start the next update.
     - ``has_centroids`` (), bool: whether ``centroids`` holds a valid
       solution (otherwise the next k-means starts cold).
     - ``initialized`` (), bool: whether ``mapping`` has been set by k-means.
@@ -50,8 +50,8 @@ class ClassPromptMapping(nn.Module):
 
     Args:
         num_classes (int): Number of semantic classes (ignore index excluded).
-        num_prompts (int): Number of guided prompts = number of clusters.
-            Must satisfy ``2 <= num_prompts <= num_classes``.
+        num_proxy_prompts (int): Number of guided prompts = number of clusters.
+            Must satisfy ``2 <= num_proxy_prompts <= num_classes``.
         embed_dims (int): Channels of the [CLS] feature.
         kmeans_norm (str): Row normalisation before k-means, ``'layer'``
             (reference) or ``'none'``. Defaults to 'layer'.
@@ -65,7 +65,7 @@ class ClassPromptMapping(nn.Module):
         seed (int): Base seed of the update's random generator. Defaults to 0.
         init (str): Seeding of a cold-start k-means (the initial mapping, or
             the update after a rejected one): ``'random'`` draws
-            ``num_prompts`` random class means (reference behaviour),
+            ``num_proxy_prompts`` random class means (reference behaviour),
             ``'k-means++'`` uses spherical k-means++ seeding. Warm-started
             updates ignore it. Defaults to 'random'.
         n_init (int): Number of cold-start k-means runs; the one with the
@@ -76,7 +76,7 @@ class ClassPromptMapping(nn.Module):
 
     def __init__(self,
                  num_classes: int,
-                 num_prompts: int,
+                 num_proxy_prompts: int,
                  embed_dims: int,
                  kmeans_norm: str = 'layer',
                  max_iter: int = 20,
@@ -89,15 +89,14 @@ class ClassPromptMapping(nn.Module):
         if not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(
                 f'`num_classes` must be an integer >= 1, got {num_classes!r}.')
-        if not isinstance(num_prompts, int) or num_prompts < 2:
+        if not isinstance(num_proxy_prompts, int) or \
+                not 2 <= num_proxy_prompts <= num_classes:
             raise ValueError(
-                f'`num_prompts` must be an integer >= 2, got {num_prompts!r}.')
-        if num_prompts > num_classes:
-            raise ValueError(
-                f'`num_prompts` ({num_prompts}) must not exceed `num_classes` '
-                f'({num_classes}): every prompt is a k-means cluster of '
-                'classes, so there must be at least as many classes as '
-                'prompts.')
+                f'num_proxy_prompts ({num_proxy_prompts!r}) must be between 2 '
+                f'and num_classes ({num_classes}) for DA-VPT: each '
+                'class-assigned prompt is a k-means cluster of classes, so '
+                'there must be at least 2 of them and at least as many '
+                'classes as prompts.')
         if not isinstance(embed_dims, int) or embed_dims < 1:
             raise ValueError(
                 f'`embed_dims` must be an integer >= 1, got {embed_dims!r}.')
@@ -123,7 +122,7 @@ class ClassPromptMapping(nn.Module):
                 f'`n_init` must be an integer >= 1, got {n_init!r}.')
 
         self.num_classes = num_classes
-        self.num_prompts = num_prompts
+        self.num_proxy_prompts = num_proxy_prompts
         self.embed_dims = embed_dims
         self.kmeans_norm = kmeans_norm
         self.max_iter = max_iter
@@ -134,8 +133,9 @@ class ClassPromptMapping(nn.Module):
         self.n_init = n_init
 
         self.register_buffer('mapping',
-                             torch.arange(num_classes) % num_prompts)
-        self.register_buffer('centroids', torch.zeros(num_prompts, embed_dims))
+                             torch.arange(num_classes) % num_proxy_prompts)
+        self.register_buffer('centroids',
+                             torch.zeros(num_proxy_prompts, embed_dims))
         self.register_buffer('has_centroids', torch.tensor(False))
         self.register_buffer('initialized', torch.tensor(False))
         self.register_buffer('num_updates', torch.tensor(0, dtype=torch.long))
@@ -191,7 +191,7 @@ class ClassPromptMapping(nn.Module):
         configured by ``unseen``. The new mapping is rejected (the old one is
         kept) when
 
-        - fewer than ``num_prompts`` classes were seen and k-means has to
+        - fewer than ``num_proxy_prompts`` classes were seen and k-means has to
           start cold (or no class was seen at all), or
         - it uses fewer than 2 distinct prompts; ``has_centroids`` is then
           cleared so that the next k-means starts cold.
@@ -244,11 +244,12 @@ class ClassPromptMapping(nn.Module):
         seen = self.feat_count > 0
         num_seen = int(seen.sum())
         warm_start = bool(self.has_centroids)
-        if num_seen == 0 or (not warm_start and num_seen < self.num_prompts):
+        if num_seen == 0 or (not warm_start
+                             and num_seen < self.num_proxy_prompts):
             print_log(
                 f'ClassPromptMapping: only {num_seen} of {self.num_classes} '
-                f'classes have samples, {self.num_prompts} are needed for a '
-                'cold-start k-means; the mapping is left unchanged.',
+                f'classes have samples, {self.num_proxy_prompts} are needed '
+                'for a cold-start k-means; the mapping is left unchanged.',
                 logger='current',
                 level=logging.WARNING)
             return False
@@ -256,7 +257,7 @@ class ClassPromptMapping(nn.Module):
         class_means = self.feat_sum[seen] / self.feat_count[seen, None]
         centroids, assignment = cosine_kmeans(
             class_means,
-            self.num_prompts,
+            self.num_proxy_prompts,
             init_centroids=self.centroids if warm_start else None,
             norm=self.kmeans_norm,
             max_iter=self.max_iter,
@@ -269,9 +270,10 @@ class ClassPromptMapping(nn.Module):
         mapping[seen] = assignment
         num_unseen = self.num_classes - num_seen
         if num_unseen > 0 and self.unseen == 'random':
-            mapping[~seen] = torch.randint(
-                self.num_prompts, (num_unseen, ),
-                generator=generator).to(mapping.device)
+            mapping[~seen] = torch.randint(self.num_proxy_prompts,
+                                           (num_unseen, ),
+                                           generator=generator).to(
+                                               mapping.device)
 
         if mapping.unique().numel() < 2:
             print_log(
@@ -327,30 +329,30 @@ class ClassPromptMapping(nn.Module):
         """Number of classes mapped to each prompt.
 
         Returns:
-            list[int]: Length ``num_prompts``.
+            list[int]: Length ``num_proxy_prompts``.
         """
-        return torch.bincount(
-            self.mapping, minlength=self.num_prompts).tolist()
+        return torch.bincount(self.mapping,
+                              minlength=self.num_proxy_prompts).tolist()
 
     def prompt_classes(self) -> list:
         """Classes mapped to each prompt (only meaningful once
         ``initialized``; before that ``mapping`` is the placeholder
-        ``arange(num_classes) % num_prompts``).
+        ``arange(num_classes) % num_proxy_prompts``).
 
         Returns:
-            list[list[int]]: Length ``num_prompts``; entry ``k`` lists the
-            class ids mapped to prompt ``k`` in increasing order.
+            list[list[int]]: Length ``num_proxy_prompts``; entry ``k`` lists
+            the class ids mapped to prompt ``k`` in increasing order.
         """
         mapping = self.mapping.tolist()
         return [[c for c, k in enumerate(mapping) if k == p]
-                for p in range(self.num_prompts)]
+                for p in range(self.num_proxy_prompts)]
 
     def centroid_similarity(self):
         """Cosine similarity of the k-means centroids.
 
         Returns:
-            Tensor | None: (num_prompts, num_prompts) float32 on CPU, or
-            None while ``has_centroids`` is False (no valid k-means solution
+            Tensor | None: (num_proxy_prompts, num_proxy_prompts) float32 on
+            CPU, or None while ``has_centroids`` is False (no valid k-means solution
             is stored).
         """
         if not bool(self.has_centroids):
@@ -361,7 +363,7 @@ class ClassPromptMapping(nn.Module):
 
     def extra_repr(self) -> str:
         return (f'num_classes={self.num_classes}, '
-                f'num_prompts={self.num_prompts}, '
+                f'num_proxy_prompts={self.num_proxy_prompts}, '
                 f'embed_dims={self.embed_dims}, '
                 f'kmeans_norm={self.kmeans_norm!r}, '
                 f'max_iter={self.max_iter}, tol={self.tol}, '

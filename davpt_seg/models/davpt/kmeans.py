@@ -21,11 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-_NORMS = ('layer', 'none')
-_INITS = ('random', 'k-means++')
+NORMS = ('layer', 'none')
+INITS = ('random', 'k-means++')
 
 
-def _assign(points: Tensor, centroids: Tensor) -> Tensor:
+def assign_clusters(points: Tensor, centroids: Tensor) -> Tensor:
     """Assign every point to the centroid of highest cosine similarity.
 
     Args:
@@ -83,7 +83,7 @@ def _init_random(points: Tensor, k: int,
     return points[index.to(points.device)]
 
 
-def _init_kmeans_plusplus(points: Tensor, k: int,
+def kmeans_plusplus_init(points: Tensor, k: int,
                           generator: Optional[torch.Generator]) -> Tensor:
     """Spherical k-means++ seeding: ``k`` distinct rows of ``points``.
 
@@ -136,14 +136,14 @@ def _lloyd(points: Tensor, centroids: Tensor, max_iter: int,
         produce.
     """
     for _ in range(max_iter):
-        assignment = _assign(points, centroids)
+        assignment = assign_clusters(points, centroids)
         new_centroids = _update(points, assignment, centroids)
         shift = (new_centroids - centroids).norm(dim=1).sum()
         if shift < tol:
             return centroids, assignment
         centroids = new_centroids
 
-    return centroids, _assign(points, centroids)
+    return centroids, assign_clusters(points, centroids)
 
 
 def _distortion(points: Tensor, centroids: Tensor,
@@ -233,14 +233,14 @@ def cosine_kmeans(
                          f'{tuple(features.shape)}.')
     if not isinstance(k, int) or k < 1:
         raise ValueError(f'`k` must be a positive integer, got {k!r}.')
-    if norm not in _NORMS:
-        raise ValueError(f'`norm` must be one of {_NORMS}, got {norm!r}.')
+    if norm not in NORMS:
+        raise ValueError(f'`norm` must be one of {NORMS}, got {norm!r}.')
     if max_iter < 1:
         raise ValueError(f'`max_iter` must be >= 1, got {max_iter}.')
     if tol < 0:
         raise ValueError(f'`tol` must be >= 0, got {tol}.')
-    if init not in _INITS:
-        raise ValueError(f'`init` must be one of {_INITS}, got {init!r}.')
+    if init not in INITS:
+        raise ValueError(f'`init` must be one of {INITS}, got {init!r}.')
     if isinstance(n_init, bool) or not isinstance(n_init, int) or n_init < 1:
         raise ValueError(
             f'`n_init` must be an integer >= 1, got {n_init!r}.')
@@ -255,7 +255,7 @@ def cosine_kmeans(
             raise ValueError(
                 f'Cold-start k-means needs at least k={k} points, got '
                 f'{num_points}. Pass `init_centroids` or reduce `k`.')
-        init_fn = _init_random if init == 'random' else _init_kmeans_plusplus
+        init_fn = _init_random if init == 'random' else kmeans_plusplus_init
         best = None
         for _ in range(n_init):
             result = _lloyd(points, init_fn(points, k, generator), max_iter,

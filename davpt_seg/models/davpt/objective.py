@@ -1,0 +1,165 @@
+# Copyright (c) davpt-seg contributors. Apache-2.0.
+"""DA-VPT's training objective: guided features + present classes -> losses.
+
+:class:`DAVPTObjective` owns the class->prompt mapping and its statistics
+(training-only state: ``DAVPTHook`` saves it under the checkpoint key
+``'davpt'``, see :mod:`davpt_seg.models.davpt.saved_state`). One call per
+training step (``docs/method.md`` §3-§5)::
+
+    losses = objective(guided, present, generator)
+    # guided: GuidedOutput of the backbone's capture_guided()
+    # present: [B, num_classes] bool, from present_classes(data_samples, ...)
+    # -> {'loss_davpt_token': Tensor[], 'loss_davpt_cls': Tensor[]}
+
+It adds every image's final [CLS] to the statistics of the classes it
+contains (a collective in distributed runs), picks one target prompt per
+image (``target_rule``) and returns the weighted token->prompt and
+[CLS]->prompt metric losses, averaged over the guided layers.
+"""
+import math
+from typing import Dict, Optional, Tuple
+
+import torch
+import torch.nn as nn
+from mmseg.registry import MODELS
+
+from davpt_seg.models.backbones.guided_capture import (GuidedFeatures,
+                                                       GuidedOutput)
+from .mapping import ClassPromptMapping
+from .targets import draw_target_classes, mode_target_prompts
+
+TOKEN_FEATURES = ('output', 'patch_mean', 'query_mean')
+TARGET_RULES = ('random', 'mode')
+#: The paper's metric loss (``metric_loss=None``).
+DEFAULT_METRIC_LOSS = dict(
+    type='ProxyAnchorLoss', alpha=32., delta=0.1, scale=5., pos_norm='all')
+
+
+def check_objective_args(token_loss_weight: float, cls_loss_weight: float,
+                         token_feature: str, target_rule: str) -> None:
+    """Raise ``ValueError`` on a bad :class:`DAVPTObjective` setting (also
+    called by ``DAVPTHook.__init__``, so config errors surface at build)."""
+    if token_feature not in TOKEN_FEATURES:
+        raise ValueError(f'token_feature must be one of {TOKEN_FEATURES},'
+                         f' got {token_feature!r}')
+    if target_rule not in TARGET_RULES:
+        raise ValueError("target_rule must be 'random' or 'mode', got "
+                         f'{target_rule!r}')
+    for name, w in (('token_loss_weight', token_loss_weight),
+                    ('cls_loss_weight', cls_loss_weight)):
+        if not (isinstance(w, (int, float)) and math.isfinite(w) and w >= 0):
+            raise ValueError(f'{name} must be a finite number >= 0, '
+                             f'got {w!r}')
+
+
+class DAVPTObjective(nn.Module):
+    """Metric losses of DA-VPT and the class->prompt mapping they use.
+
+    Args:
+        num_classes (int): dataset classes (the decode head's).
+        num_proxy_prompts (int): K, class-assigned prompts per guided layer
+            (the backbone's ``num_proxy_prompts``), the k-means clusters.
+        embed_dims (int): C of the backbone.
+        token_loss_weight (float): weight of the token->prompt term.
+            Default: 0.05.
+        cls_loss_weight (float): weight of the [CLS]->prompt term.
+            Default: 0.05.
+        token_feature (str): visual-token feature of the token->prompt term:
+            ``'output'`` (attention output at the image's assigned prompt),
+            ``'patch_mean'`` (mean input image token) or ``'query_mean'``
+            (its query projection). Default: 'output'.
+        metric_loss (dict, optional): config of the metric loss (MODELS,
+            ``loss(features [B, C], labels [B], proxies [K, C])``). Default:
+            :data:`DEFAULT_METRIC_LOSS`.
+        target_rule (str): ``'random'`` (one present class per image, the
+            paper) or ``'mode'`` (most frequent prompt among its classes,
+            the authors' code). Default: 'random'.
+        mapping (dict, optional): further arguments of
+            :class:`ClassPromptMapping` (``kmeans_norm``, ``max_iter``,
+            ``tol``, ``unseen``, ``seed``, ``init``, ``n_init``).
+    """
+
+    def __init__(self,
+                 num_classes: int,
+                 num_proxy_prompts: int,
+                 embed_dims: int,
+                 token_loss_weight: float = 0.05,
+                 cls_loss_weight: float = 0.05,
+                 token_feature: str = 'output',
+                 metric_loss: Optional[dict] = None,
+                 target_rule: str = 'random',
+                 mapping: Optional[dict] = None):
+        super().__init__()
+        check_objective_args(token_loss_weight, cls_loss_weight,
+                             token_feature, target_rule)
+        self.token_loss_weight = float(token_loss_weight)
+        self.cls_loss_weight = float(cls_loss_weight)
+        self.token_feature = token_feature
+        self.target_rule = target_rule
+        self.mapping = ClassPromptMapping(num_classes, num_proxy_prompts,
+                                          embed_dims, **(mapping or {}))
+        self.loss_fn = MODELS.build(metric_loss or DEFAULT_METRIC_LOSS)
+
+    @property
+    def num_classes(self) -> int:
+        return self.mapping.num_classes
+
+    @property
+    def num_proxy_prompts(self) -> int:
+        return self.mapping.num_proxy_prompts
+
+    def target_prompts(self, present: torch.Tensor,
+                       generator: Optional[torch.Generator] = None
+                       ) -> torch.Tensor:
+        """[B] long target prompt per image (-1: no valid class), drawn with
+        ``generator`` (CPU) by ``target_rule`` from ``present``
+        [B, num_classes] bool."""
+        if self.target_rule == 'random':
+            classes = draw_target_classes(present, generator)
+            return self.mapping.map_classes(classes)
+        return mode_target_prompts(present, self.mapping.mapping,
+                                   self.num_proxy_prompts, generator)
+
+    def metric_losses(self, layers: Dict[int, GuidedFeatures],
+                      prompt_ids: torch.Tensor
+                      ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Unweighted token->prompt and [CLS]->prompt losses, averaged over
+        guided layers.
+
+        Args:
+            layers (dict[int, GuidedFeatures]): the backbone's guided
+                features.
+            prompt_ids (Tensor): [B] long target prompt per image, -1 = none.
+        """
+        token_total, cls_total = 0., 0.
+        rows = torch.arange(prompt_ids.shape[0], device=prompt_ids.device)
+        for f in layers.values():
+            if self.token_feature == 'output':
+                z = f.prompt_output[rows, prompt_ids.clamp(min=0)]
+            else:
+                z = getattr(f, self.token_feature)
+            token_total = token_total + self.loss_fn(z, prompt_ids, f.proxies)
+            cls_total = cls_total + self.loss_fn(f.cls_query, prompt_ids,
+                                                 f.proxies)
+        return token_total / len(layers), cls_total / len(layers)
+
+    def forward(self, guided: GuidedOutput, present: torch.Tensor,
+                generator: Optional[torch.Generator] = None
+                ) -> Dict[str, torch.Tensor]:
+        """Accumulate the class statistics and return the weighted losses.
+
+        Args:
+            guided (GuidedOutput): one training forward's guided features.
+            present (Tensor): [B, num_classes] bool classes per image
+                (ignore index and background excluded).
+            generator (torch.Generator, optional): CPU generator of the
+                target draw.
+        Returns:
+            dict: ``loss_davpt_token`` and ``loss_davpt_cls``, scalars.
+        """
+        present = present.to(guided.final_cls.device)
+        self.mapping.accumulate(guided.final_cls.detach().float(), present)
+        prompt_ids = self.target_prompts(present, generator)
+        token, cls = self.metric_losses(guided.layers, prompt_ids)
+        return dict(loss_davpt_token=self.token_loss_weight * token,
+                    loss_davpt_cls=self.cls_loss_weight * cls)
