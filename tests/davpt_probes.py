@@ -23,6 +23,13 @@ def _segmentor(runner):
     return model.module if is_model_wrapper(model) else model
 
 
+def _objective(runner):
+    """The DAVPTHook's DAVPTObjective (mapping and metric losses)."""
+    from davpt_seg.engine.hooks import DAVPTHook
+    hook, = [h for h in runner.hooks if isinstance(h, DAVPTHook)]
+    return hook.objective
+
+
 def digest(*tensors) -> str:
     """sha256 of the exact bytes (dtype, shape and values) of tensors."""
     h = hashlib.sha256()
@@ -55,7 +62,7 @@ MAPPING_BUFFERS = ('mapping', 'centroids', 'has_centroids', 'initialized',
 def state_digests(runner) -> dict:
     """Digests of everything a resumed run must continue from."""
     seg = _segmentor(runner)
-    mapping = seg.backbone.class_mapping
+    mapping = _objective(runner).mapping
     trainable = {n: p for n, p in seg.backbone.named_parameters()
                  if p.requires_grad}
     heads = {k: v for k, v in seg.state_dict().items()
@@ -95,14 +102,15 @@ class MappingProbeHook(_JsonHook):
     update. Also records the DDP wrapper and the state at ``before_train``.
 
     Runs first (VERY_HIGH), so it wraps the mapping before DAVPTHook's
-    initial pass and sees whether the mapping was restored from a checkpoint.
+    initial pass and sees whether the mapping was restored from a checkpoint
+    (DAVPTHook builds its objective at ``before_run`` and loads a
+    checkpoint's state in ``after_load_checkpoint``, both earlier).
     """
 
     priority = 'VERY_HIGH'
 
     def before_train(self, runner):
-        seg = _segmentor(runner)
-        mapping = seg.backbone.class_mapping
+        mapping = _objective(runner).mapping
         model = runner.model
         self.data = dict(
             rank=get_rank(),
@@ -214,16 +222,15 @@ class NaNInjectionHook(Hook):
         self.at, self.feature, self.value = at, feature, value
 
     def before_train(self, runner):
-        backbone = _segmentor(runner).backbone
-        pop = backbone.pop_guided_features
+        objective = _objective(runner)
+        forward = objective.forward
 
-        def poisoned():
-            feats = pop()
-            if feats is not None and runner.iter + 1 >= self.at:
-                feats['layers'] = {
+        def poisoned(guided, *args, **kwargs):
+            if runner.iter + 1 >= self.at:
+                guided = guided._replace(layers={
                     i: f._replace(**{self.feature: torch.full_like(
                         getattr(f, self.feature), self.value)})
-                    for i, f in feats['layers'].items()}
-            return feats
+                    for i, f in guided.layers.items()})
+            return forward(guided, *args, **kwargs)
 
-        backbone.pop_guided_features = poisoned
+        objective.forward = poisoned

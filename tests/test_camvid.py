@@ -145,7 +145,6 @@ def test_config_parameters_and_freezing(built):
     for name, p in backbone.named_parameters():
         assert p.requires_grad == (name in own), name
     is_davpt = variant.startswith('davpt')
-    assert (backbone.class_mapping is not None) == is_davpt
     hooks = [h['type'] for h in cfg.custom_hooks]
     assert ('DAVPTHook' in hooks) == is_davpt
     assert backbone.guided_layers == ([8, 9, 10, 11] if variant == 'davpt_g4'

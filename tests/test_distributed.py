@@ -117,8 +117,8 @@ def test_statistics_come_from_both_ranks(dist_run):
 
 def test_checkpoint_at_a_due_update_holds_the_updated_mapping(dist_run):
     ckpt = load_training_checkpoint(str(dist_run['ckpt']))
-    state = ckpt['state_dict']
-    pre = 'backbone.class_mapping.'
+    state = ckpt['davpt']  # DAVPTHook's objective state
+    pre = 'mapping.'
     last = dist_run['probes'][0]['updates'][-1]
     assert last['iter'] == ITERS - 1  # the update due at the checkpoint
     assert digest(*(state[pre + b] for b in MAPPING_BUFFERS)) == \

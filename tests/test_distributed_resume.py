@@ -240,12 +240,13 @@ def test_checkpoint_holds_the_mapping_and_pending_statistics(runs):
     """iter_N.pth (written by rank 0) holds the mapping of the update at
     INTERVAL and the statistics accumulated since, identical in both runs
     and equal to what every rank held at N."""
-    ckpts = [load_training_checkpoint(str(w / f'iter_{N}.pth'))['state_dict']
+    files = [load_training_checkpoint(str(w / f'iter_{N}.pth'))
              for w in (runs['full'], runs['cut'])]
-    for k in ckpts[0]:
-        assert torch.equal(ckpts[0][k], ckpts[1][k]), k
-    pre = 'backbone.class_mapping.'
-    state = ckpts[0]
+    for key in ('state_dict', 'davpt'):
+        for k in files[0][key]:
+            assert torch.equal(files[0][key][k], files[1][key][k]), k
+    pre = 'mapping.'  # DAVPTHook's objective state
+    state = files[0]['davpt']
     [update] = [u for u in runs['full_mapping'][0]['updates']
                 if u['iter'] == INTERVAL - 1]
     assert update['changed'] and update['num_updates'] == 2

@@ -60,7 +60,7 @@ def _overrides(cfg: Config, toy_root: Path) -> dict:
     backbone = dict(
         img_size=CROP, embed_dims=EMBED, num_layers=4, num_heads=4,
         mlp_ratio=2, out_indices=(0, 1, 2, 3), num_prompts=4,
-        num_proxy_prompts=4, guided_layers=[2], num_classes=8, init_cfg=None)
+        num_proxy_prompts=4, guided_layers=[2], init_cfg=None)
     aux = model['auxiliary_head']
     aux = [dict(h, in_channels=EMBED, channels=32, num_classes=8)
            for h in (aux if isinstance(aux, list) else [aux])]

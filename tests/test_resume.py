@@ -165,13 +165,15 @@ def test_checkpoint_at_a_due_update_is_consistent(runs):
     """The mapping update due at N ran before the checkpoint was written:
     the file holds the updated buffers and empty statistics, identical in
     both runs."""
-    ckpts = [load_training_checkpoint(str(w / f'iter_{N}.pth'))['state_dict']
+    files = [load_training_checkpoint(str(w / f'iter_{N}.pth'))
              for w in (runs['full'], runs['cut'])]
+    ckpts = [f['state_dict'] for f in files]
     update = [u for u in runs['full_mapping']['updates']
               if u['iter'] == N - 1]
     assert len(update) == 1 and update[0]['changed']
-    pre = 'backbone.class_mapping.'
-    for state in ckpts:
+    pre = 'mapping.'  # DAVPTHook's objective state, under 'davpt'
+    assert not any('class_mapping' in k for k in ckpts[0])
+    for state in (f['davpt'] for f in files):
         assert digest(*(state[pre + b] for b in MAPPING_BUFFERS)) == \
             update[0]['buffers']
         assert int(state[pre + 'num_updates']) == 3
@@ -180,3 +182,5 @@ def test_checkpoint_at_a_due_update_is_consistent(runs):
         assert torch.count_nonzero(state[pre + 'feat_count']) == 0
     for k in ckpts[0]:
         assert torch.equal(ckpts[0][k], ckpts[1][k]), k
+    for k in files[0]['davpt']:
+        assert torch.equal(files[0]['davpt'][k], files[1]['davpt'][k]), k

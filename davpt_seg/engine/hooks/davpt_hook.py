@@ -122,7 +122,6 @@ class DAVPTHook(Hook):
         #: The objective (losses + mapping), built from the model at
         #: ``before_run``; None before.
         self.objective: Optional[DAVPTObjective] = None
-        self._loaded_state = None  # from after_load_checkpoint
         self._capture = None  # backbone.capture_guided() while training
         self._forward_handle = None
         self._present = None  # [B, num_classes] of the current batch
@@ -162,12 +161,14 @@ class DAVPTHook(Hook):
         return present_classes(data_samples, self.objective.num_classes,
                                self.ignore_index, self.background_ids)
 
-    def _restore_state(self, runner) -> bool:
-        """Load the state taken in ``after_load_checkpoint``, if any;
-        whether a usable mapping was restored."""
-        state, self._loaded_state = self._loaded_state, None
-        if state is None:
-            return False
+    # ------------------------------------------------------ checkpoints
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        """Take the objective's state out of the checkpoint (out of the
+        model state for checkpoints of earlier versions, which kept the
+        mapping there) and load it."""
+        state = objective_state(checkpoint, pop=True)
+        if state is None or self.objective is None:
+            return
         expected = self.objective.state_dict()
         wrong = [f'{k}: checkpoint {tuple(v.shape)} vs model '
                  f'{tuple(expected[k].shape)}' for k, v in state.items()
@@ -176,7 +177,7 @@ class DAVPTHook(Hook):
             print_log('allow_head_mismatch: the checkpoint\'s class->prompt '
                       f'mapping does not fit ({"; ".join(wrong)}); a new one '
                       'is built', logger='current', level=logging.WARNING)
-            return False
+            return
         if wrong:
             raise RuntimeError(
                 'The checkpoint\'s class->prompt mapping does not fit this '
@@ -184,14 +185,6 @@ class DAVPTHook(Hook):
                 'and num_proxy_prompts of model.backbone (to fine-tune on '
                 'another dataset set `allow_head_mismatch = True`).')
         self.objective.load_state_dict(state)
-        return bool(self.objective.mapping.initialized)
-
-    # ------------------------------------------------------ checkpoints
-    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        # Taken out of the checkpoint (legacy entries out of its model
-        # state, which no longer holds the mapping) and kept for
-        # before_train; a test run never uses it.
-        self._loaded_state = objective_state(checkpoint, pop=True)
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         if self.objective is not None:
@@ -218,7 +211,7 @@ class DAVPTHook(Hook):
             f'proxy prompts, {self.objective.num_classes} classes, mapping '
             f'update every {self.mapping_interval} iterations')
         mapping = self.objective.mapping
-        if self._restore_state(runner):
+        if bool(mapping.initialized):
             runner.logger.info(
                 'DA-VPT: class->prompt mapping restored from the checkpoint '
                 f'(update {int(mapping.num_updates)}); cluster sizes '
