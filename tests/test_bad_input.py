@@ -297,8 +297,10 @@ def test_missing_image(data, tmp_path):
     (['model.backbone.guided_layers=[-5]'],
      r'guided_layers \[-5\] are outside the model depth'),
     (['model.backbone.guided_layers=[2,2]'], 'lists a layer twice'),
-    (['model.backbone.num_classes=7'],
-     'model.backbone.num_classes=7 but model.decode_head.num_classes=8'),
+    (['model.backbone.guided_layers=[]'],
+     'DAVPTHook needs guided layers'),
+    (['custom_hooks.0.background_ids=[9]'],
+     r'background_ids \[9\] are not class ids 0\.\.7'),
     # every unguided prompt after the last output layer: no gradient ever
     (['model.backbone.out_indices=[1]', 'model.backbone.guided_layers=[0,1]',
       'model.decode_head.in_index=0'],
@@ -341,7 +343,7 @@ def test_pretrained_vit_of_another_width(toy, tmp_path):
         train(cfg, tmp_path / 'work')
 
 
-SIX = ['model.backbone.num_classes=6', 'model.decode_head.num_classes=6',
+SIX = ['model.decode_head.num_classes=6',
        'model.auxiliary_head.0.num_classes=6']
 CONV_SEG = (r'decode_head\.conv_seg\.weight: checkpoint \(8, 32, 1, 1\) vs '
             r'model \(6, 32, 1, 1\)')
@@ -360,11 +362,11 @@ def test_num_classes_mismatch_without_davpt(toy, trained, tmp_path):
     """A plain-VPT config (no mapping, no DAVPTHook) gets the same check."""
     cfg = write_cfg(tmp_path, 'six_vpt', toy, """
 custom_hooks = []
-model = dict(backbone=dict(num_classes=None, guided_layers=[]))
+model = dict(backbone=dict(guided_layers=[]))
 """)
     with pytest.raises(RuntimeError, match=CONV_SEG):
         run_test_tool([str(cfg), str(trained), '--work-dir',
-                   str(tmp_path / 'test'), '--cfg-options', *SIX[1:]])
+                   str(tmp_path / 'test'), '--cfg-options', *SIX])
 
 
 @pytest.mark.parametrize('how', ['--resume', 'load_from'])

@@ -247,17 +247,17 @@ def test_prompted_forward_with_registers(models):
     name = 'vit_small_patch14_reg4_dinov2'
     _, _, x, _, _ = models[name]
     kwargs = dict(num_prompts=3, num_proxy_prompts=2, guided_layers=[0],
-                  num_classes=5, output_cls_token=True)
+                  output_cls_token=True)
     runs = []
     for with_cp in (False, True):
         torch.manual_seed(0)  # same prompts in both runs
         model, _ = _loaded(name, models, with_cp=with_cp, **kwargs)
         model.train()
-        model.collect_guided_features = True
-        (fmap, cls), = model(x)
+        with model.capture_guided() as capture:
+            (fmap, cls), = model(x)
         assert fmap.shape == (2, DIMS, IMG // 14, IMG // 14)
-        feats = model.pop_guided_features()
-        (fmap.square().mean() + feats['layers'][0].prompt_output.sum()
+        feats = capture.pop()
+        (fmap.square().mean() + feats.layers[0].prompt_output.sum()
          ).backward()
         assert model.register_tokens.grad is None
         assert model.prompt_tokens.grad is not None
@@ -273,11 +273,11 @@ def test_prompted_forward_with_registers(models):
         q_cls = F.linear(model.layers[0].norm1(cls_in),
                          model.layers[0].attn.attn.in_proj_weight[:DIMS],
                          model.layers[0].attn.attn.in_proj_bias[:DIMS])
-    got = runs[0][2]['layers'][0]
+    got = runs[0][2].layers[0]
     torch.testing.assert_close(got.patch_mean, t.mean(1))
     torch.testing.assert_close(got.query_mean, q.mean(1))
     torch.testing.assert_close(got.cls_query, q_cls[:, 0].expand(2, -1))
-    torch.testing.assert_close(runs[1][2]['final_cls'], runs[1][1])
+    torch.testing.assert_close(runs[1][2].final_cls, runs[1][1])
     for a, b in zip(runs[0][:2] + runs[0][3:], runs[1][:2] + runs[1][3:]):
         torch.testing.assert_close(a, b)
 

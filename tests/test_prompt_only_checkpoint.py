@@ -18,6 +18,7 @@ from mmseg.registry import MODELS
 
 import davpt_seg  # noqa: F401
 from davpt_seg.engine.hooks import make_prompt_only
+from davpt_seg.models.davpt import DAVPTObjective
 from davpt_seg.models.backbones.prompted_vit import (
     PRETRAINED_RECORD, frozen_weights_sha256, frozen_weights_summary)
 
@@ -29,7 +30,7 @@ VIT = dict(img_size=(32, 32), patch_size=8, embed_dims=32, num_layers=2,
 def model_cfg(pretrained, **change):
     backbone = dict(type='PromptedVisionTransformer', **VIT,
                     out_indices=(1, ), num_prompts=2, num_proxy_prompts=3,
-                    guided_layers=[0], num_classes=4,
+                    guided_layers=[0],
                     init_cfg=dict(type='Pretrained',
                                   checkpoint=str(pretrained)))
     backbone.update(change)
@@ -46,8 +47,9 @@ def model_cfg(pretrained, **change):
 
 def train_and_save(tmp_path, pretrained, **change):
     """A "trained" model on ``pretrained``: full.pth, prompts.pth (as the
-    hook writes it: state_dict() with _metadata), old_prompts.pth (a
-    prompt-only checkpoint from before the record existed)."""
+    hook writes it: state_dict() with _metadata, DAVPTHook's mapping under
+    'davpt'), old_prompts.pth (a prompt-only checkpoint from before the
+    record existed, with the mapping in the model state as then)."""
     trained = MODELS.build(model_cfg(pretrained, **change))
     trained.init_weights()
     with torch.no_grad():  # "training": prompts, heads, BN stats, mapping
@@ -56,17 +58,22 @@ def train_and_save(tmp_path, pretrained, **change):
                 p.add_(torch.randn_like(p) * 0.1)
         bn = trained.decode_head.convs[0].bn
         bn.running_mean.normal_()
-        m = trained.backbone.class_mapping
-        m.accumulate(torch.randn(4, 32), torch.eye(4, dtype=torch.bool))
-        m.update()
-    full = dict(state_dict=trained.state_dict(), meta={})
+    objective = DAVPTObjective(4, 3, 32)
+    objective.mapping.accumulate(torch.randn(4, 32),
+                                 torch.eye(4, dtype=torch.bool))
+    objective.mapping.update()
+    davpt = objective.state_dict()
+    full = dict(state_dict=trained.state_dict(), meta={}, davpt=davpt)
     torch.save(full, tmp_path / 'full.pth')
     small = make_prompt_only(
-        dict(state_dict=trained.state_dict(), meta={}), trained)
+        dict(state_dict=trained.state_dict(), meta={}, davpt=davpt), trained)
     torch.save(small, tmp_path / 'prompts.pth')
     old = make_prompt_only(  # plain dict, then strip the record
         dict(state_dict=dict(trained.state_dict()), meta={}), trained)
     del old['state_dict']._metadata['backbone'][PRETRAINED_RECORD]
+    old['state_dict'].update({  # the mapping where earlier versions kept it
+        'backbone.class_mapping.' + k[len('mapping.'):]: v
+        for k, v in davpt.items()})
     torch.save(old, tmp_path / 'old_prompts.pth')
     trained.eval()
     return trained
@@ -114,9 +121,8 @@ def test_prompt_only_is_small_and_complete(saved):
     state = ckpt['state_dict']
     assert not any(k.startswith('backbone.layers') for k in state)
     assert 'backbone.pos_embed' not in state
+    assert {'mapping.mapping', 'mapping.centroids'} <= set(ckpt['davpt'])
     for key in ('backbone.prompt_tokens', 'backbone.proxy_prompt_tokens',
-                'backbone.class_mapping.mapping',
-                'backbone.class_mapping.centroids',
                 'decode_head.conv_seg.weight',
                 'decode_head.convs.0.bn.running_mean'):
         assert key in state, key
@@ -156,8 +162,8 @@ def test_runner_style_load_gives_identical_features_and_predictions(saved):
         feat, pred = outputs(model, x)
         torch.testing.assert_close(feat, ref_feat, rtol=0, atol=0)
         torch.testing.assert_close(pred, ref_pred, rtol=0, atol=0)
-        assert torch.equal(model.backbone.class_mapping.mapping,
-                           trained.backbone.class_mapping.mapping)
+        # old_prompts.pth's legacy mapping keys are not model state
+        assert not any('class_mapping' in k for k in model.state_dict())
 
 
 def test_init_model_with_prompt_only_checkpoint(saved):
@@ -332,7 +338,7 @@ def test_no_pretrained_in_config_is_a_clear_error(saved):
 
 @pytest.mark.parametrize('change', [
     dict(num_prompts=5), dict(num_proxy_prompts=2),
-    dict(num_classes=None), dict(guided_layers=[0, 1])
+    dict(guided_layers=[0, 1])
 ])
 def test_prompt_only_checkpoint_of_another_config_is_an_error(saved, change):
     tmp, pretrained, _ = saved
@@ -341,12 +347,16 @@ def test_prompt_only_checkpoint_of_another_config_is_an_error(saved, change):
         load_checkpoint(model, str(tmp / 'prompts.pth'))
 
 
-def test_full_checkpoint_with_another_mapping_size_is_an_error(saved):
+def test_legacy_mapping_of_any_size_is_not_model_state(saved):
+    """Checkpoints of earlier versions kept the mapping in the model
+    state; any class count loads (the keys are DAVPTHook's business)."""
     tmp, pretrained, _ = saved
-    cfg = model_cfg(pretrained)
-    cfg['backbone']['num_classes'] = 6
-    with pytest.raises(RuntimeError, match=r'class_mapping\.mapping'):
-        load_checkpoint(MODELS.build(cfg), str(tmp / 'full.pth'))
+    ckpt = torch.load(tmp / 'full.pth', weights_only=True)
+    ckpt['state_dict']['backbone.class_mapping.mapping'] = torch.zeros(
+        6, dtype=torch.long)
+    torch.save(ckpt, tmp / 'legacy6.pth')
+    model = MODELS.build(model_cfg(pretrained))
+    load_checkpoint(model, str(tmp / 'legacy6.pth'), strict=True)
 
 
 def _perturbed_copy(src, dst, scale):
@@ -437,8 +447,7 @@ custom_hooks = [
                        state['backbone.prompt_tokens'])
     assert torch.equal(model.decode_head.conv_seg.weight,
                        state['decode_head.conv_seg.weight'])
-    assert torch.equal(model.backbone.class_mapping.mapping,
-                       state['backbone.class_mapping.mapping'])
+    assert 'mapping.mapping' in ckpt['davpt']  # DAVPTHook's state kept
 
 
 def test_extract_prompts_checks_the_config_pretrained_file(saved, capsys):

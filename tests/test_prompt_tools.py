@@ -47,8 +47,7 @@ def toy(tmp_path_factory):
     generate_toy_dataset(str(tmp / 'toy_ade'), num_train=16, num_val=6)
     save_toy_vit(tmp / 'vit.pth')
     davpt = _train(tmp, 'davpt')
-    vpt = _train(tmp, 'vpt', 'model = dict(backbone=dict(num_classes=None))'
-                 '\ncustom_hooks = []\n')
+    vpt = _train(tmp, 'vpt', 'custom_hooks = []\n')
     prompt_only = tmp / 'davpt_prompts.pth'
     extract_prompts([str(davpt[0]), str(davpt[2]), str(prompt_only)])
     val = tmp / 'toy_ade'
@@ -110,7 +109,7 @@ def test_visualize_mapping(toy):
         sim = info['centroid_cosine_similarity']
         assert len(sim) == 4 and all(abs(sim[i][i] - 1) < 1e-4
                                      for i in range(4))
-    with pytest.raises(SystemExit, match='no num_classes'):
+    with pytest.raises(SystemExit, match='holds no class->prompt mapping'):
         visualize_mapping([str(toy['vpt'][0]), str(toy['vpt'][2]), '--out',
                            str(toy['tmp'] / 'mapping_vpt')])
 

@@ -82,8 +82,9 @@ def test_training_logs_finite_metric_losses(trained):
 
 def test_checkpoint_holds_mapping_buffers(trained):
     ckpt = load_training_checkpoint(str(trained['ckpt']))
-    state = ckpt['state_dict']
-    prefix = 'backbone.class_mapping.'
+    assert not any('class_mapping' in k for k in ckpt['state_dict'])
+    state = ckpt['davpt']  # DAVPTHook's objective, beside the model state
+    prefix = 'mapping.'
     for name in ('mapping', 'centroids', 'has_centroids', 'initialized',
                  'num_updates', 'feat_sum', 'feat_count'):
         assert prefix + name in state, name
@@ -109,10 +110,11 @@ def test_prompt_only_checkpoint_gives_identical_results(trained):
     full, small = trained['ckpt'], trained['tmp'] / 'prompts.pth'
     out = run(['tools/extract_prompts.py', trained['cfg'], full, small], ROOT)
     assert 'frozen backbone tensors dropped' in out
-    state = load_training_checkpoint(str(small))['state_dict']
+    small_ckpt = load_training_checkpoint(str(small))
+    state = small_ckpt['state_dict']
     assert 'backbone.layers.0.attn.attn.in_proj_weight' not in state
     assert 'backbone.prompt_tokens' in state
-    assert 'backbone.class_mapping.mapping' in state
+    assert 'mapping.mapping' in small_ckpt['davpt']
     assert 'decode_head.conv_seg.weight' in state
     assert small.stat().st_size < full.stat().st_size
     args = ['tools/test.py', trained['cfg']]
