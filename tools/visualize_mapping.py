@@ -24,7 +24,7 @@ from mmseg.registry import MODELS  # noqa: E402
 
 import davpt_seg  # noqa: F401,E402
 from davpt_seg.analysis.loading import config_dataset_meta  # noqa: E402
-from davpt_seg.utils import load_training_checkpoint  # noqa: E402
+from davpt_seg.weights import load_training_checkpoint  # noqa: E402
 
 PREFIX = 'backbone.class_mapping.'
 

@@ -16,7 +16,7 @@ from mmseg.datasets.transforms import LoadAnnotations
 from mmseg.registry import DATASETS, TRANSFORMS
 
 from davpt_seg.models.backbones import PromptedVisionTransformer
-from davpt_seg.utils import load_training_checkpoint
+from davpt_seg.weights import load_training_checkpoint
 
 MAPPING_KEY = 'backbone.class_mapping.mapping'
 
