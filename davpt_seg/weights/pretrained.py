@@ -71,7 +71,8 @@ def _fit_pos_embed(backbone: nn.Module,
     target = backbone.pos_embed
     grid = int(math.sqrt(pos.shape[1] - 1))
     if pos.shape == target.shape or pos.ndim != 3 or \
-            grid * grid != pos.shape[1] - 1 or pos.shape[-1] != target.shape[-1]:
+            grid * grid != pos.shape[1] - 1 or \
+            pos.shape[-1] != target.shape[-1]:
         return
     print_log(f'Resize the pos_embed shape from {tuple(pos.shape)} '
               f'to {tuple(target.shape)}', logger='current')
