@@ -9,7 +9,7 @@ It also installs, deliberately and idempotently:
 
 * a local-file checkpoint loader for mmengine that keeps ``torch.load``'s
   ``weights_only=True`` (torch >= 2.6) and allowlists the few mmengine/numpy
-  types its training checkpoints contain (see ``davpt_seg.utils.checkpoint``);
+  types its training checkpoints contain (see ``davpt_seg.weights.io``);
 * a filter for mmengine's one-WARNING-per-frozen-parameter log lines (see
   ``davpt_seg.engine.optim_log``);
 * a FLOP-count handle for ``scaled_dot_product_attention`` in mmengine's
@@ -17,7 +17,7 @@ It also installs, deliberately and idempotently:
 """
 from . import datasets, engine, evaluation, models, utils  # noqa: F401
 from .engine import install_frozen_param_log_filter
-from .utils import install_checkpoint_loader
+from .weights.install import install_checkpoint_loader
 from .utils.flops import install_sdpa_flop_handle
 from .version import __version__
 

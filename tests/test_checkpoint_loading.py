@@ -30,10 +30,11 @@ from mmengine.visualization import Visualizer
 from safetensors.torch import save_file
 from torch.utils.data import Dataset
 
-from davpt_seg.utils import (CheckpointError, CheckpointNotFoundError,
-                             UnsafeCheckpointError, install_checkpoint_loader,
-                             load_training_checkpoint, load_weights)
-from davpt_seg.utils.checkpoint import TRUST_ENV_VAR, load_from_local_safe
+from davpt_seg.weights import (TRUST_ENV_VAR, CheckpointError,
+                               CheckpointNotFoundError, UnsafeCheckpointError,
+                               load_from_local_safe, load_training_checkpoint,
+                               load_weights)
+from davpt_seg.weights.install import install_checkpoint_loader
 
 LOADERS = [load_weights, load_training_checkpoint]
 SAVED_ITERS = 4

@@ -15,10 +15,11 @@ import torch
 import torch.serialization as serialization
 from mmengine.runner import CheckpointLoader
 
-import davpt_seg.utils.checkpoint as checkpoint_module
-from davpt_seg.utils import (UnsafeCheckpointError, install_checkpoint_loader,
-                             load_training_checkpoint, load_weights)
-from davpt_seg.utils.checkpoint import scoped_allowlist_supported
+import davpt_seg.weights.io as weights_io
+from davpt_seg.weights import (UnsafeCheckpointError, load_from_local_safe,
+                               load_training_checkpoint, load_weights)
+from davpt_seg.weights.allowlist import scoped_allowlist_supported
+from davpt_seg.weights.install import install_checkpoint_loader
 from test_checkpoint_loading import (SAVED_ITERS, assert_same,  # noqa: F401
                                      isolate, isolated_mmengine_globals,
                                      make_runner)
@@ -62,7 +63,7 @@ def old_torch(request, monkeypatch):
     else:
         monkeypatch.setattr(serialization, 'safe_globals', Torch25SafeGlobals)
         monkeypatch.delattr(serialization, 'get_unsafe_globals_in_checkpoint')
-    checkpoint_module._named_entries_supported.cache_clear()
+    scoped_allowlist_supported.cache_clear()
     calls = []
     real_load = torch.load
 
@@ -72,14 +73,14 @@ def old_torch(request, monkeypatch):
 
     monkeypatch.setattr(torch, 'load', recording_load)
     yield calls
-    checkpoint_module._named_entries_supported.cache_clear()
+    scoped_allowlist_supported.cache_clear()
 
 
 @pytest.fixture
 def logged(monkeypatch):
-    """Messages passed to the checkpoint module's ``print_log``."""
+    """Messages passed to the weight-file loaders' ``print_log``."""
     messages = []
-    monkeypatch.setattr(checkpoint_module, 'print_log',
+    monkeypatch.setattr(weights_io, 'print_log',
                         lambda msg, **kwargs: messages.append(msg))
     return messages
 
@@ -133,8 +134,7 @@ def test_weights_loader_still_refuses_code_on_old_torch(old_torch, tmp_path):
 def test_runner_load_checkpoint_on_old_torch(old_torch, mmengine_ckpt,
                                              tmp_path, logged):
     install_checkpoint_loader()
-    assert CheckpointLoader._schemes[''] is checkpoint_module.\
-        load_from_local_safe
+    assert CheckpointLoader._schemes[''] is load_from_local_safe
     runner = make_runner(tmp_path, max_iters=SAVED_ITERS)
     ckpt = runner.load_checkpoint(mmengine_ckpt)
     expected = torch.load(mmengine_ckpt, map_location='cpu',

@@ -1,5 +1,5 @@
 """DINOv2-family weights: the ``dinov2`` source of ``tools/convert_weights.py``
-(:mod:`davpt_seg.utils.convert_dinov2`) and the backbone's register tokens.
+(:mod:`davpt_seg.weights.convert.dinov2`) and the backbone's register tokens.
 
 Random timm DINOv2 models (2 blocks, 56 px) in timm names and in the official
 facebookresearch/dinov2 names are converted, loaded strictly into a
@@ -19,9 +19,9 @@ from mmseg.models.backbones import VisionTransformer
 
 import davpt_seg  # noqa: F401
 from davpt_seg.models.backbones import PromptedVisionTransformer
-from davpt_seg.utils.convert_dinov2 import fold_layer_scale
-from davpt_seg.utils.vit_convert import (ConversionError, convert_file,
-                                         convert_state_dict)
+from davpt_seg.weights import ConversionError
+from davpt_seg.weights.convert import (convert_file, convert_state_dict,
+                                       fold_layer_scale)
 
 timm = pytest.importorskip('timm')
 

@@ -1,4 +1,4 @@
-"""Tests for ``tools/convert_weights.py`` / :mod:`davpt_seg.utils.vit_convert`.
+"""Tests for ``tools/convert_weights.py`` / :mod:`davpt_seg.weights.convert`.
 
 Every supported source layout (timm ``.pth`` and ``.safetensors``, Google
 JAX ``.npz``, MAE, MoCo v3) is produced from a timm ViT with random weights,
@@ -17,9 +17,9 @@ import torch
 from mmseg.models.backbones import VisionTransformer
 from safetensors.torch import save_file
 
-from davpt_seg.utils.vit_convert import (ConversionError, convert_file,
-                                         convert_state_dict, detect_source,
-                                         load_source_file, resize_pos_embed)
+from davpt_seg.weights import ConversionError, resize_pos_embed
+from davpt_seg.weights.convert import (convert_file, convert_state_dict,
+                                       detect_source, load_source_file)
 
 timm = pytest.importorskip('timm')
 from timm.layers import resample_abs_pos_embed  # noqa: E402

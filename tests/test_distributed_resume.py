@@ -35,7 +35,7 @@ import pytest
 import torch
 
 from davpt_seg.datasets import generate_toy_dataset
-from davpt_seg.utils import load_training_checkpoint
+from davpt_seg.weights import load_training_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent

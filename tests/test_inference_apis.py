@@ -25,7 +25,7 @@ from mmseg.registry import MODELS
 import davpt_seg  # noqa: F401
 from davpt_seg.datasets import ToyADE20KDataset
 from davpt_seg.datasets.toy_data import synthesize_toy_sample
-from davpt_seg.engine.hooks import make_prompt_only
+from davpt_seg.weights import make_prompt_only
 from toy_run import TOY_CONFIG, save_toy_vit, subprocess_env
 
 ROOT = Path(__file__).resolve().parents[1]

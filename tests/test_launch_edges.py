@@ -23,7 +23,7 @@ from mmseg.registry import MODELS
 from davpt_seg.datasets import generate_toy_dataset
 from davpt_seg.datasets.toy_data import TOY_PALETTE, toy_class_names
 from davpt_seg.engine.launch import sync_bn_to_bn
-from davpt_seg.utils import load_training_checkpoint
+from davpt_seg.weights import load_training_checkpoint
 from toy_run import TOY_CONFIG, free_port, subprocess_env, toy_run_config
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,10 +17,9 @@ from mmseg.models.backbones import VisionTransformer
 from mmseg.registry import MODELS
 
 import davpt_seg  # noqa: F401
-from davpt_seg.engine.hooks import make_prompt_only
 from davpt_seg.models.davpt import DAVPTObjective
-from davpt_seg.models.backbones.prompted_vit import (
-    PRETRAINED_RECORD, frozen_weights_sha256, frozen_weights_summary)
+from davpt_seg.weights import (PRETRAINED_RECORD, frozen_weights_sha256,
+                               frozen_weights_summary, make_prompt_only)
 
 VIT = dict(img_size=(32, 32), patch_size=8, embed_dims=32, num_layers=2,
            num_heads=2, mlp_ratio=2, patch_bias=True,
@@ -176,7 +175,7 @@ def test_init_model_with_prompt_only_checkpoint(saved):
     full = init_model(cfg_path, str(tmp / 'full.pth'), device='cpu')
     small = init_model(cfg_path, str(tmp / 'prompts.pth'), device='cpu')
     assert small.cfg.model.backbone.init_cfg is None
-    assert small.backbone._pretrained_source == str(pretrained)
+    assert small.backbone.pretrained_source == str(pretrained)
     for a, b in zip(predict(full, img), predict(small, img)):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     x = torch.randn(1, 3, 32, 32)
@@ -234,7 +233,7 @@ def test_missing_init_cfg_file_falls_back_to_recorded_file(saved):
     tmp, pretrained, trained = saved
     model = MODELS.build(model_cfg(tmp / 'gone.pth'))
     load_checkpoint(model, str(tmp / 'prompts.pth'))
-    assert model.backbone._pretrained_source == str(pretrained)
+    assert model.backbone.pretrained_source == str(pretrained)
     x = torch.randn(1, 3, 32, 32)
     torch.testing.assert_close(outputs(model, x)[1], outputs(trained, x)[1],
                                rtol=0, atol=0)
@@ -286,14 +285,14 @@ def test_relative_recorded_path(tmp_path, monkeypatch):
     # Another working directory: the absolute path is found.
     monkeypatch.chdir(tmp_path)
     model = init_model(cfg_path, str(run_a / 'prompts.pth'), device='cpu')
-    assert model.backbone._pretrained_source == record['abs_checkpoint']
+    assert model.backbone.pretrained_source == record['abs_checkpoint']
     torch.testing.assert_close(outputs(model, x)[1], ref, rtol=0, atol=0)
     # The tree moved: the relative path, from the new root.
     run_b = tmp_path / 'b'
     shutil.move(run_a, run_b)
     monkeypatch.chdir(run_b)
     model = init_model(str(run_b / 'cfg.py'), 'prompts.pth', device='cpu')
-    assert model.backbone._pretrained_source == 'pretrain/vit.pth'
+    assert model.backbone.pretrained_source == 'pretrain/vit.pth'
     torch.testing.assert_close(outputs(model, x)[1], ref, rtol=0, atol=0)
     # Neither resolves: both are named.
     monkeypatch.chdir(tmp_path)
@@ -499,7 +498,7 @@ def test_init_model_with_a_moved_pretrained_file(saved, monkeypatch):
     assert 'mmseg.apis.init_model' in str(err.value)
     monkeypatch.setenv('DAVPT_PRETRAINED', str(moved))
     model = init_model(cfg_path, str(tmp / 'prompts.pth'), device='cpu')
-    assert model.backbone._pretrained_source == str(moved)
+    assert model.backbone.pretrained_source == str(moved)
     x = torch.randn(1, 3, 32, 32)
     torch.testing.assert_close(outputs(model, x)[1], outputs(trained, x)[1],
                                rtol=0, atol=0)

@@ -289,6 +289,8 @@ def test_stock_mmseg_checkpoint_round_trip(tmp_path):
 
 def test_pretrained_pos_embed_resized_and_final_norm_ignored(tmp_path):
     ref = VisionTransformer(**{**TINY, 'img_size': (32, 32)}, final_norm=True)
+    torch.nn.init.normal_(ref.pos_embed,
+                          generator=torch.Generator().manual_seed(0))
     path = tmp_path / 'vit32.pth'
     torch.save(ref.state_dict(), path)
     m = PromptedVisionTransformer(**TINY, num_prompts=2, guided_layers=[1],
@@ -296,6 +298,11 @@ def test_pretrained_pos_embed_resized_and_final_norm_ignored(tmp_path):
                                       type='Pretrained', checkpoint=str(path)))
     m.init_weights()  # ln1.* (unused final norm) is accepted, pos resized
     assert m.pos_embed.shape == (1, 17, 64)
+    # The same resize as mmseg's ViT (bicubic, float32): exactly.
+    expected = VisionTransformer.resize_pos_embed(ref.pos_embed.detach(),
+                                                  (4, 4), (2, 2), 'bicubic')
+    torch.testing.assert_close(m.pos_embed.detach(), expected, rtol=0, atol=0)
+    assert m.pretrained_source == str(path)
     assert _trainable(m) == {'prompt_tokens', 'proxy_prompt_tokens'}
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from davpt_seg.datasets import generate_toy_dataset
-from davpt_seg.utils import load_training_checkpoint
+from davpt_seg.weights import load_training_checkpoint
 from toy_run import save_toy_vit, toy_run_config
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ from typing import Optional
 import torch
 from mmseg.models.backbones import VisionTransformer
 
-from davpt_seg.utils import load_training_checkpoint
+from davpt_seg.weights import load_training_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent

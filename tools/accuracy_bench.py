@@ -102,7 +102,7 @@ def prepare_weights(args):
     dst = osp.join(args.work_dir, 'weights',
                    osp.splitext(osp.basename(args.weights))[0] + '_mmseg.pth')
     if not osp.isfile(dst):
-        from davpt_seg.utils.vit_convert import convert_file
+        from davpt_seg.weights.convert import convert_file
         result = convert_file(args.weights, source='auto')
         os.makedirs(osp.dirname(dst), exist_ok=True)
         torch.save(dict(result.state_dict), dst + '.tmp')

@@ -19,7 +19,7 @@ Examples::
     python tools/convert_weights.py dinov2_vits14_reg4_pretrain.pth \\
         pretrain/dinov2_s14_reg4.pth --source dinov2
 
-See :mod:`davpt_seg.utils.vit_convert` for the key mapping.
+See :mod:`davpt_seg.weights.convert` for the key mapping.
 """
 import argparse
 import os
@@ -28,8 +28,8 @@ import sys
 
 import torch
 
-from davpt_seg.utils.vit_convert import (SOURCES, ConversionError,
-                                         convert_file, format_summary)
+from davpt_seg.weights import ConversionError
+from davpt_seg.weights.convert import SOURCES, convert_file, format_summary
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -30,11 +30,10 @@ from mmseg.registry import MODELS  # noqa: E402
 from mmengine.registry import init_default_scope  # noqa: E402
 
 import davpt_seg  # noqa: F401,E402
-from davpt_seg.engine.hooks.prompt_checkpoint_hook import (  # noqa: E402
-    frozen_backbone_keys, make_prompt_only)
-from davpt_seg.models.backbones.prompted_vit import (  # noqa: E402
-    frozen_weights_sha256, frozen_weights_summary, summaries_match)
-from davpt_seg.utils import load_training_checkpoint  # noqa: E402
+from davpt_seg.weights import (  # noqa: E402
+    frozen_backbone_keys, frozen_weights_sha256, frozen_weights_summary,
+    load_training_checkpoint, make_prompt_only, summaries_match)
+from davpt_seg.weights.prompt_only import frozen_tensors  # noqa: E402
 
 
 def check_pretrained_fits(model, state: dict, checkpoint: str,
@@ -44,7 +43,7 @@ def check_pretrained_fits(model, state: dict, checkpoint: str,
     or equal per-tensor sums up to float rounding). Returns the SHA-256."""
     backbone = model.backbone
     keys = [k[len('backbone.'):] for k in frozen_backbone_keys(model)]
-    path = backbone._pretrained_path()
+    path = backbone.pretrained_file.path
     if any(f'backbone.{k}' not in state for k in keys):
         return ''  # not a full checkpoint: make_prompt_only says so
     try:
@@ -58,8 +57,7 @@ def check_pretrained_fits(model, state: dict, checkpoint: str,
         raise SystemExit(
             f'error: {checkpoint} does not fit {config}: the config\'s '
             f'pretrained file {path} does not fit its backbone ({e})')
-    params = dict(backbone.named_parameters())
-    ours = {k: params[k].detach() for k in keys}
+    ours = frozen_tensors(backbone)
     theirs = {k: state[f'backbone.{k}'] for k in keys}
     got, expected = frozen_weights_sha256(theirs), frozen_weights_sha256(ours)
     same_shapes = all(ours[k].shape == theirs[k].shape for k in keys)

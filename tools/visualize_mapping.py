@@ -23,7 +23,7 @@ from mmengine.config import Config, DictAction  # noqa: E402
 import davpt_seg  # noqa: F401,E402
 from davpt_seg.analysis.loading import (class_mapping_from,  # noqa: E402
                                         config_dataset_meta)
-from davpt_seg.utils import load_training_checkpoint  # noqa: E402
+from davpt_seg.weights import load_training_checkpoint  # noqa: E402
 
 
 def parse_args(argv=None):

@@ -17,7 +17,7 @@ from mmseg.registry import DATASETS, TRANSFORMS
 
 from davpt_seg.models.backbones import PromptedVisionTransformer
 from davpt_seg.models.davpt import ClassPromptMapping, objective_state
-from davpt_seg.utils import load_training_checkpoint
+from davpt_seg.weights import load_training_checkpoint
 
 
 def load_model(config, checkpoint: str, device: str = 'cpu',

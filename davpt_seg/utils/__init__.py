@@ -1,8 +1,2 @@
-from .checkpoint import (CheckpointError, CheckpointNotFoundError,
-                         UnsafeCheckpointError, install_checkpoint_loader,
-                         load_training_checkpoint, load_weights)
-
-__all__ = [
-    'CheckpointError', 'CheckpointNotFoundError', 'UnsafeCheckpointError',
-    'install_checkpoint_loader', 'load_training_checkpoint', 'load_weights'
-]
+"""Small utilities (FLOP counting: :mod:`.flops`). Weight files live in
+:mod:`davpt_seg.weights`."""

@@ -21,27 +21,29 @@ image tokens internally: attention does not depend on the order of its keys,
 so this equals the layout above up to float rounding.
 """
 import difflib
-import hashlib
 import inspect
-import logging
-import math
-import os
 from contextlib import contextmanager
-from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint as cp
-from mmengine.logging import print_log
 from mmseg.models.backbones import VisionTransformer
 from mmseg.registry import MODELS
 
-from davpt_seg.utils.checkpoint import load_weights
+from davpt_seg.weights import pretrained as pretrained_weights
+from davpt_seg.weights import prompt_only
 from .attention_capture import AttentionCapture, new_attention_capture
 from .guided_capture import GuidedCapture, GuidedFeatures, GuidedOutput
 
 PROMPT_NORMS = ('none', 'l2', 'layer')
+#: State-dict key prefixes of what this class adds to mmseg's ViT: prompts,
+#: prompt norm and K/V bias offsets.
+PROMPT_STATE_PREFIXES = ('prompt_tokens', 'proxy_prompt_tokens',
+                         'prompt_norm.', 'kv_bias_delta')
+#: Where earlier versions kept the class->prompt mapping (now DAVPTHook's).
+LEGACY_MAPPING_PREFIX = 'class_mapping.'
 #: Arguments of earlier versions that moved out of the backbone.
 MOVED_ARGUMENTS = {
     'num_classes': 'the class->prompt mapping is now DAVPTHook\'s; it reads '
@@ -50,76 +52,6 @@ MOVED_ARGUMENTS = {
     'mapping_cfg': 'the class->prompt mapping is now DAVPTHook\'s: move '
     'model.backbone.mapping_cfg to DAVPTHook(mapping=dict(...))',
 }
-#: Environment variable naming the pretrained file of a prompt-only
-#: checkpoint, for loaders that clear ``init_cfg`` (``mmseg.apis.init_model``,
-#: ``MMSegInferencer``). Checked against the checkpoint's fingerprint.
-PRETRAINED_ENV_VAR = 'DAVPT_PRETRAINED'
-#: How to point a prompt-only checkpoint at its pretrained file.
-_POINT_AT_PRETRAINED = (
-    "Point model.backbone.init_cfg=dict(type='Pretrained', checkpoint=PATH) "
-    'at that file (tools/test.py, the Runner), or set the environment '
-    f'variable {PRETRAINED_ENV_VAR}=PATH (works with every loader, also '
-    'mmseg.apis.init_model and MMSegInferencer, which clear init_cfg).')
-#: Key of a prompt-only checkpoint's record of its frozen weights, in the
-#: backbone's entry of the state dict's ``_metadata`` (see
-#: ``PromptedVisionTransformer._load_from_state_dict``): ``dict(checkpoint=
-#: path as in init_cfg, abs_checkpoint=absolute path, prefix=init_cfg
-#: prefix, sha256=frozen_weights_sha256(...), summary=
-#: frozen_weights_summary(...), num_tensors=int)``.
-PRETRAINED_RECORD = 'davpt_pretrained'
-
-
-def frozen_weights_sha256(tensors: Mapping[str, torch.Tensor]) -> str:
-    """SHA-256 over the names, dtypes, shapes and bytes of ``tensors``
-    (in name order): the fingerprint of a backbone's frozen weights.
-
-    It hashes the weights as loaded into the model, so it does not depend on
-    the pretrained file's format (``.pth``/``.safetensors``, nesting,
-    prefixes) -- only on the values the prompts were trained with.
-    """
-    digest = hashlib.sha256()
-    for name in sorted(tensors):
-        t = tensors[name].detach()
-        digest.update(f'{name}|{t.dtype}|{tuple(t.shape)}\n'.encode())
-        raw = t.cpu().contiguous().reshape(-1).view(torch.uint8)
-        digest.update(memoryview(raw.numpy()))
-    return digest.hexdigest()
-
-
-def frozen_weights_summary(
-        tensors: Mapping[str, torch.Tensor]) -> Dict[str, List[float]]:
-    """Per tensor ``[numel, sum, sum of squares]`` in float64: a second
-    fingerprint of the frozen weights that tolerates last-bit differences.
-
-    The SHA-256 is exact, but a resized position embedding (bicubic
-    interpolation when the crop differs from the pretraining size, as for
-    ViT-L/384 at 512 px) can differ in the last bits between CPUs or torch
-    builds; other weights differ in these sums by far more than rounding.
-    """
-    out = {}
-    for name, t in tensors.items():
-        t = t.detach().double()
-        out[name] = [float(t.numel()), float(t.sum()), float(t.square().sum())]
-    return out
-
-
-def summaries_match(got: Dict[str, List[float]],
-                    expected: Dict[str, List[float]],
-                    rtol: float = 1e-5) -> bool:
-    """Whether two :func:`frozen_weights_summary` agree up to float32
-    rounding: same tensors and sizes, sums of squares within ``rtol``, sums
-    within ``rtol`` of their Cauchy-Schwarz scale sqrt(n * sum of squares)."""
-    if set(got) != set(expected):
-        return False
-    for name, (n, s, ss) in got.items():
-        n2, s2, ss2 = expected[name]
-        if n != n2:
-            return False
-        if abs(ss - ss2) > rtol * max(ss, ss2) + 1e-30:
-            return False
-        if abs(s - s2) > rtol * math.sqrt(n * max(ss, ss2)) + 1e-30:
-            return False
-    return True
 
 
 def vit_arguments(cls: type, args: tuple, kwargs: dict) -> dict:
@@ -264,7 +196,6 @@ class PromptedVisionTransformer(VisionTransformer):
             torch.zeros(num_layers, 2, embed_dims)) if tune_kv_bias else None
 
         self._guided_capture: Optional[GuidedCapture] = None
-        self._pretrained_loaded = False
         self.init_prompts()
         self._freeze_pretrained()
         self._check_gradient_paths()
@@ -337,8 +268,7 @@ class PromptedVisionTransformer(VisionTransformer):
                 p.div_(8)
 
     def _is_trainable(self, name: str) -> bool:
-        if name.startswith(('prompt_tokens', 'proxy_prompt_tokens',
-                            'prompt_norm.', 'kv_bias_delta')):
+        if name.startswith(PROMPT_STATE_PREFIXES):
             return True
         return any(key in name for key in self.frozen_exclude)
 
@@ -353,128 +283,48 @@ class PromptedVisionTransformer(VisionTransformer):
 
     def own_state_keys(self) -> List[str]:
         """State-dict keys this class adds to mmseg's ``VisionTransformer``
-        (prompts, K/V offsets, prompt norm)."""
-        base = ('prompt_tokens', 'proxy_prompt_tokens', 'prompt_norm.',
-                'kv_bias_delta')
-        return [k for k in self.state_dict() if k.startswith(base)]
+        (those under :data:`PROMPT_STATE_PREFIXES`)."""
+        return [k for k in self.state_dict()
+                if k.startswith(PROMPT_STATE_PREFIXES)]
 
     # --------------------------------------------------------------- weights
+    #: File the frozen weights were loaded from (see ``pretrained_source``).
+    _pretrained_source: Optional[str] = None
+
+    @property
+    def pretrained_source(self) -> Optional[str]:
+        """Where the pretrained weights in use come from (the ``source`` of
+        the last :meth:`load_pretrained`), None if never loaded."""
+        return self._pretrained_source
+
+    @property
+    def pretrained_file(self) -> Optional[pretrained_weights.PretrainedFile]:
+        """``init_cfg``'s pretrained file ``(path, prefix)``, or None."""
+        return pretrained_weights.pretrained_file(self.init_cfg)
+
     def init_weights(self):
-        if not (isinstance(self.init_cfg, dict)
-                and self.init_cfg.get('type') == 'Pretrained'):
-            # Random init (mmseg's jax_impl) of the pretrained-weight slots;
-            # prompts were initialised in __init__ and are left alone.
-            super().init_weights()
-            if self.register_tokens is not None:
-                nn.init.trunc_normal_(self.register_tokens, std=.02)
+        """Load ``init_cfg``'s pretrained file, else initialise the
+        pretrained-weight slots randomly (mmseg's jax_impl; prompts were
+        initialised in ``__init__`` and are left alone)."""
+        if self.pretrained_file is not None:
+            pretrained_weights.load_pretrained_file(self, self.pretrained_file)
             return
-        path = self.init_cfg['checkpoint']
-        state_dict = load_weights(path, map_location='cpu')
-        self.load_pretrained(
-            state_dict, source=path, prefix=self.init_cfg.get('prefix'))
+        super().init_weights()
+        if self.register_tokens is not None:
+            nn.init.trunc_normal_(self.register_tokens, std=.02)
 
     def load_pretrained(self, state_dict: Dict[str, torch.Tensor],
                         source: str = '<state_dict>',
                         prefix: Optional[str] = None):
-        """Load mmseg-format ViT weights, strictly.
+        """Load mmseg-format ViT weights, strictly, and record ``source``
+        (:attr:`pretrained_source`). See
+        :func:`davpt_seg.weights.pretrained.load_pretrained`.
 
-        Accepts a plain state dict or one nested under ``'state_dict'`` /
-        ``'model'``; with ``prefix`` (e.g. ``'backbone.'``) only keys under it
-        are used. A full segmentor checkpoint is detected and its
-        ``backbone.`` keys taken. Any missing key other than this class's own
-        (prompts, K/V offsets, mapping), any unexpected key other than an
-        unused final norm, and any shape mismatch raise ``RuntimeError``.
+        Raises:
+            PretrainedMismatchError: The weights do not fit this backbone.
         """
-        for nest in ('state_dict', 'model'):
-            if nest in state_dict and isinstance(state_dict[nest], dict):
-                state_dict = state_dict[nest]
-        if prefix is None and any(k.startswith('backbone.')
-                                  for k in state_dict):
-            prefix = 'backbone.'
-        if prefix:
-            state_dict = {k[len(prefix):]: v for k, v in state_dict.items()
-                          if k.startswith(prefix)}
-        state_dict = dict(state_dict)
-        pos = state_dict.get('pos_embed')
-        # Resize a square grid of the right width (mmseg's rule); any other
-        # mismatch is reported with the rest below.
-        grid = int(math.sqrt(pos.shape[1] - 1)) if pos is not None else 0
-        if pos is not None and pos.shape != self.pos_embed.shape and \
-                pos.ndim == 3 and grid * grid == pos.shape[1] - 1 and \
-                pos.shape[-1] == self.pos_embed.shape[-1]:
-            print_log(f'Resize the pos_embed shape from {tuple(pos.shape)} '
-                      f'to {tuple(self.pos_embed.shape)}', logger='current')
-            h, w = self.img_size
-            state_dict['pos_embed'] = self.resize_pos_embed(
-                pos, (h // self.patch_size, w // self.patch_size),
-                (grid, grid), self.interpolate_mode)
-
-        own = set(self.own_state_keys())
-        expected = {k: v for k, v in self.state_dict().items() if k not in own}
-        if 'patch_embed.projection.bias' in state_dict and \
-                'patch_embed.projection.bias' not in expected:
-            raise RuntimeError(
-                f'{source} has a patch-embedding bias '
-                '(patch_embed.projection.bias) but the backbone is built with '
-                'patch_bias=False (mmseg\'s default), so the pretrained bias '
-                'would be dropped and, with a frozen backbone, never learned '
-                'back. Set model.backbone.patch_bias=True in the config.')
-        unused_final_norm = [] if self.final_norm else \
-            ['ln1.weight', 'ln1.bias']
-        unexpected = sorted(k for k in state_dict
-                            if k not in expected and k not in own
-                            and k not in unused_final_norm)
-        missing = sorted(k for k in expected if k not in state_dict)
-        mismatched = sorted(
-            f'{k}: checkpoint {tuple(v.shape)} vs model '
-            f'{tuple(expected[k].shape)}' for k, v in state_dict.items()
-            if k in expected and tuple(v.shape) != tuple(expected[k].shape))
-        if missing or unexpected or mismatched:
-            lines = [f'{source} does not match {type(self).__name__}:']
-            for title, items in (('missing keys', missing),
-                                 ('unexpected keys', unexpected),
-                                 ('shape mismatches', mismatched)):
-                if items:
-                    shown = ', '.join(items[:8])
-                    more = f' (+{len(items) - 8} more)' if len(items) > 8 \
-                        else ''
-                    lines.append(f'  {title}: {shown}{more}')
-            lines += self._register_hint(state_dict)
-            lines.append('  Convert timm/JAX/MAE/MoCo v3/DINOv2 weights with '
-                         'tools/convert_weights.py and check embed_dims, '
-                         'num_layers, patch_size and patch_bias.')
-            raise RuntimeError('\n'.join(lines))
-        self.load_state_dict(
-            {k: v for k, v in state_dict.items() if k in expected},
-            strict=False)
-        self._pretrained_loaded = True
+        pretrained_weights.load_pretrained(self, state_dict, source, prefix)
         self._pretrained_source = source
-        print_log(f'Loaded {len(expected)} pretrained backbone tensors from '
-                  f'{source}', logger='current')
-
-    def _register_hint(self, state_dict: Mapping[str, torch.Tensor]
-                       ) -> List[str]:
-        """A line for load errors where the checkpoint's register tokens
-        (``register_tokens`` [1, R, C]) do not fit ``num_register_tokens``."""
-        reg = state_dict.get('register_tokens')
-        have = reg.shape[1] if isinstance(reg, torch.Tensor) and \
-            reg.ndim == 3 else 0
-        if have == self.num_register_tokens:
-            return []
-        if have:
-            return [f'  the checkpoint has {have} register tokens (DINOv2 '
-                    f'with registers): set num_register_tokens={have} '
-                    f'(now {self.num_register_tokens})']
-        return [f'  the backbone has num_register_tokens='
-                f'{self.num_register_tokens} but the checkpoint has no '
-                "'register_tokens': use DINOv2-with-registers weights or set "
-                'num_register_tokens=0']
-
-    def _pretrained_path(self) -> Optional[str]:
-        if isinstance(self.init_cfg, dict) and \
-                self.init_cfg.get('type') == 'Pretrained':
-            return self.init_cfg.get('checkpoint')
-        return None
 
     def frozen_state_keys(self) -> List[str]:
         """State-dict keys of the frozen pretrained weights (parameters with
@@ -484,179 +334,20 @@ class PromptedVisionTransformer(VisionTransformer):
     def _load_from_state_dict(self, state_dict, prefix, local_metadata,
                               strict, missing_keys, unexpected_keys,
                               error_msgs):
-        """Checks every load of this backbone (``load_state_dict``,
-        mmengine's ``load_checkpoint``, ``runner.test()``, resume,
-        ``mmseg.apis.init_model``):
-
-        * A *prompt-only* state dict (none of the frozen pretrained keys; see
-          ``tools/extract_prompts.py``) first gets the pretrained ViT --
-          those callers never run ``init_weights()``, and testing prompts on
-          a random ViT gives near-zero mIoU without any error. Sources, in
-          order: the file of ``init_cfg``; else (``init_cfg`` cleared, as
-          ``init_model`` does, or its file missing) ``$DAVPT_PRETRAINED``,
-          then the file recorded in the checkpoint. If the checkpoint
-          records a fingerprint of the frozen weights, the weights in use
-          must match it. See
-          :func:`_fill_from_pretrained`.
-        * This class's own keys (prompts, K/V offsets, prompt norm, mapping
-          buffers) must match in shape and must exist in the model: mmengine
-          loads with ``strict=False``, which would only warn, and leave e.g.
-          a 150-class mapping or DA-VPT+ biases silently unused.
-
-        Where the record lives: ``local_metadata[PRETRAINED_RECORD]``, i.e.
-        ``state_dict._metadata['backbone'][PRETRAINED_RECORD]`` (written by
-        ``make_prompt_only``). ``_metadata`` is the standard side channel of
-        a state dict: torch pickles it with the OrderedDict (and restores it
-        under ``weights_only=True``), and mmengine's ``load_checkpoint`` /
-        ``_load_checkpoint_to_model`` / ``load_state_dict`` (so Runner
-        ``load_from``/resume and ``init_model``) and torch's
-        ``Module.load_state_dict`` all keep it and hand each module its own
-        entry. ``checkpoint['meta']`` never reaches a module, and a
-        non-tensor *key* in the state dict would be an unexpected key (or a
-        crash) for every other loader.
-        """
-        # The class->prompt mapping of earlier versions (now DAVPTHook's
-        # training state, migrated there): not part of the model.
+        """Check this backbone's own keys and complete a prompt-only state
+        dict with the pretrained weights before every load (see
+        :func:`davpt_seg.weights.prompt_only.prepare_backbone_state`). The
+        mapping keys of earlier versions' checkpoints are dropped: the
+        mapping is ``DAVPTHook``'s training state now (migrated there)."""
         for k in [k for k in state_dict
-                  if k.startswith(prefix + 'class_mapping.')]:
+                  if k.startswith(prefix + LEGACY_MAPPING_PREFIX)]:
             del state_dict[k]
-        own = set(self.own_state_keys())
-        model_state = self.state_dict()
-        in_ckpt = {k[len(prefix):] for k in state_dict if k.startswith(prefix)}
-        own_prefixes = ('prompt_tokens', 'proxy_prompt_tokens',
-                        'prompt_norm.', 'kv_bias_delta')
-        problems = [
-            f'{k}: checkpoint {tuple(state_dict[prefix + k].shape)} vs '
-            f'model {tuple(model_state[k].shape)}' for k in sorted(in_ckpt)
-            if k in own and tuple(state_dict[prefix + k].shape) != tuple(
-                model_state[k].shape)]
-        problems += [f'{k}: not in this model' for k in sorted(in_ckpt)
-                     if k.startswith(own_prefixes) and k not in own]
-        if problems:
-            raise RuntimeError(
-                'The checkpoint\'s prompt/mapping state does not fit this '
-                f'{type(self).__name__} (was it trained with another config?'
-                ' check num_prompts, num_proxy_prompts, guided_layers, '
-                'num_classes, tune_kv_bias, embed_dims):\n  ' +
-                '\n  '.join(problems))
-        # Prompt-only = none of the *frozen* weights. Trainable pretrained
-        # parameters (``frozen_exclude``) are kept in such a checkpoint and
-        # must not be overwritten with their pretrained values.
-        # With nothing frozen (full fine-tuning) nothing is ever dropped.
-        frozen = self.frozen_state_keys()
-        if frozen and in_ckpt and not any(k in in_ckpt for k in frozen):
-            fill = [k for k in model_state
-                    if k not in own and k not in in_ckpt]
-            record = (local_metadata or {}).get(PRETRAINED_RECORD)
-            self._fill_from_pretrained(state_dict, prefix, fill,
-                                       record if isinstance(record, dict)
-                                       else None)
+        prompt_only.prepare_backbone_state(self, state_dict, prefix,
+                                           local_metadata,
+                                           PROMPT_STATE_PREFIXES)
         super()._load_from_state_dict(state_dict, prefix, local_metadata,
                                       strict, missing_keys, unexpected_keys,
                                       error_msgs)
-
-    @staticmethod
-    def _recorded_paths(record: Optional[dict]) -> List[str]:
-        """Candidate files of a checkpoint's pretrained record: the absolute
-        path resolved when the checkpoint was written, then the path as
-        written in that config (relative to the current directory if
-        relative, for a tree that was moved as a whole)."""
-        if not record:
-            return []
-        paths = []
-        for key in ('abs_checkpoint', 'checkpoint'):
-            path = record.get(key)
-            if isinstance(path, str) and path and path not in paths:
-                paths.append(path)
-        return paths
-
-    def _restore_pretrained(self, record: Optional[dict]) -> str:
-        """Load the frozen weights for a prompt-only state dict; returns the
-        file used. ``init_cfg``'s file first, then ``$DAVPT_PRETRAINED``,
-        then the recorded ones."""
-        candidates = []  # (path, prefix, where the path comes from)
-        if self._pretrained_path() is not None:
-            candidates.append((self._pretrained_path(),
-                               self.init_cfg.get('prefix'),
-                               'model.backbone.init_cfg'))
-        if os.environ.get(PRETRAINED_ENV_VAR):
-            candidates.append((os.environ[PRETRAINED_ENV_VAR],
-                               (record or {}).get('prefix'),
-                               f'${PRETRAINED_ENV_VAR}'))
-        for path in self._recorded_paths(record):
-            if path not in [c[0] for c in candidates]:
-                candidates.append((path, record.get('prefix'),
-                                   'recorded in the checkpoint'))
-        if not candidates:
-            raise RuntimeError(
-                'This is a prompt-only checkpoint (prompts, heads and '
-                'mapping, without the frozen ViT weights), but the '
-                'config names no pretrained backbone to restore them '
-                'from and the checkpoint records none (it predates that '
-                'record): it needs the file the prompts were trained on. '
-                + _POINT_AT_PRETRAINED)
-        unreadable = []
-        for path, weights_prefix, origin in candidates:
-            try:
-                weights = load_weights(path, map_location='cpu')
-            except FileNotFoundError as e:
-                unreadable.append(f'{path} ({origin}): {e}')
-                continue
-            if unreadable:
-                print_log('Prompt-only checkpoint: ' + '; '.join(unreadable)
-                          + f'; using {path} ({origin}) instead',
-                          logger='current', level=logging.WARNING)
-            self.load_pretrained(weights, source=path, prefix=weights_prefix)
-            return path
-        raise RuntimeError(
-            'This is a prompt-only checkpoint: it needs the pretrained '
-            'backbone the prompts were trained on, but no candidate file '
-            'can be read: ' + ' | '.join(unreadable) + '. '
-            + _POINT_AT_PRETRAINED)
-
-    def _check_fingerprint(self, record: dict, source: str) -> None:
-        """The frozen weights in use must be those the prompt-only checkpoint
-        was written with: equal SHA-256, or equal per-tensor sums up to float
-        rounding (:func:`summaries_match`)."""
-        params = dict(self.named_parameters())
-        frozen = {k: params[k] for k in self.frozen_state_keys()}
-        got, expected = frozen_weights_sha256(frozen), record['sha256']
-        if got == expected:
-            return
-        summary = record.get('summary')
-        if isinstance(summary, dict) and summaries_match(
-                frozen_weights_summary(frozen), summary):
-            print_log('Prompt-only checkpoint: the frozen weights from '
-                      f'{source} differ from the recorded ones only by '
-                      'float rounding (e.g. a position embedding resized '
-                      'on another machine); accepted',
-                      logger='current', level=logging.WARNING)
-            return
-        recorded = ' or '.join(self._recorded_paths(record)) or '?'
-        raise RuntimeError(
-            'This prompt-only checkpoint was trained on other frozen '
-            f'backbone weights than those loaded from {source}: '
-            f'SHA-256 of the frozen tensors {got[:16]}..., recorded '
-            f'in the checkpoint {expected[:16]}... (written with '
-            f'pretrained file {recorded}). Its predictions would be '
-            'silently wrong; use the original pretrained file (and the '
-            'same backbone config). ' + _POINT_AT_PRETRAINED)
-
-    def _fill_from_pretrained(self, state_dict, prefix, keys, record=None):
-        """Complete a prompt-only state dict with the pretrained weights
-        and check them against the checkpoint's fingerprint, if any."""
-        if not self._pretrained_loaded:
-            source = self._restore_pretrained(record)
-            print_log('Prompt-only checkpoint: frozen backbone weights '
-                      f'restored from {source}', logger='current')
-        else:  # init_weights() ran (e.g. Runner.train before resuming)
-            source = getattr(self, '_pretrained_source', None) or \
-                self._pretrained_path() or 'init_weights()'
-        if record and record.get('sha256'):
-            self._check_fingerprint(record, source)
-        current = self.state_dict()
-        for k in keys:
-            state_dict[prefix + k] = current[k]
 
     # --------------------------------------------------------------- forward
     @property

@@ -1,9 +1,9 @@
 # Copyright (c) davpt-seg contributors. All rights reserved.
 """DINOv2-family checkpoints (LayerScale, register tokens) -> timm ViT keys.
 
-Part of :mod:`davpt_seg.utils.vit_convert` (source ``'dinov2'``): this module
+Part of :mod:`davpt_seg.weights.convert` (source ``'dinov2'``): this module
 brings a DINOv2 state dict to the plain timm ViT layout that
-``_validate_timm`` / ``timm_to_mmseg`` understand, plus the register tokens.
+``validate_timm`` / ``timm_to_mmseg`` understand, plus the register tokens.
 Two namings are accepted:
 
 * timm (``vit_{s,b,l}_patch14_dinov2``, ``vit_*_patch14_reg4_dinov2``):
@@ -40,7 +40,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-from davpt_seg.utils.vit_convert import ConversionError
+from ..errors import ConversionError
 
 __all__ = ['REGISTER_KEYS', 'is_dinov2_keys', 'dinov2_to_timm',
            'fold_layer_scale', 'add_register_tokens']
@@ -113,7 +113,7 @@ def _add_class_position(sd: Dict[str, torch.Tensor], name: str
     class-token position; returns a note, or None if nothing changed."""
     pos = sd.get('pos_embed')
     if pos is None or pos.ndim != 3:
-        return None  # _validate_timm reports it
+        return None  # validate_timm reports it
     n = pos.shape[1]
     if n > 1 and math.isqrt(n)**2 == n:
         sd['pos_embed'] = torch.cat([pos.new_zeros(1, 1, pos.shape[2]), pos],
