@@ -1,6 +1,7 @@
-"""tools/benchmark.py (davpt_seg.bench.cost) runs end to end on the tiny preset and writes a JSON
-with every row and figure (the timings themselves are not checked). The tiny
-preset's ratios mean nothing, so its targets carry no met/MISSED verdict."""
+"""tools/benchmark.py (code: davpt_seg.bench.cost) runs end to end on the
+tiny preset and writes a JSON with every row and figure (the timings
+themselves are not checked). The tiny preset's ratios mean nothing, so its
+targets carry no met/MISSED verdict."""
 import json
 import math
 import os
