@@ -26,7 +26,8 @@ from mmseg.registry import HOOKS
 HEAD_PREFIXES = ('decode_head.', 'auxiliary_head.')
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The segmentor inside DDP / test-time-augmentation wrappers."""
     while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
         model = model.module
     return model
@@ -41,7 +42,7 @@ def _mismatched(model: nn.Module, state_dict: Dict[str, torch.Tensor]
     """``([(checkpoint key, model key, checkpoint shape, model shape)],
     disjoint)`` for the tensors whose shapes differ; ``disjoint`` is True
     when no tensor of ``state_dict`` is in the model."""
-    own = _unwrap(model).state_dict()
+    own = unwrap_model(model).state_dict()
     ckpt = {k: v for k, v in state_dict.items()
             if isinstance(v, torch.Tensor)}
     common = [k for k in ckpt if _revise(k) in own]
@@ -60,7 +61,7 @@ def checkpoint_mismatches(model: nn.Module,
     none of its keys is in the model."""
     mismatched, disjoint = _mismatched(model, state_dict)
     if disjoint:
-        own = _unwrap(model).state_dict()
+        own = unwrap_model(model).state_dict()
         ckpt = sorted(_revise(k) for k, v in state_dict.items()
                       if isinstance(v, torch.Tensor))
         return [f'no tensor of the checkpoint is in the model (its keys '

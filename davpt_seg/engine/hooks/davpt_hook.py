@@ -38,7 +38,6 @@ import torch
 from mmengine.dist import get_rank, get_world_size
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
-from mmengine.model import is_model_wrapper
 from mmseg.registry import HOOKS
 
 from davpt_seg.models.backbones import PromptedVisionTransformer
@@ -46,14 +45,13 @@ from davpt_seg.models.davpt import (DAVPTObjective, check_objective_args,
                                     objective_state, present_classes)
 from davpt_seg.models.davpt.saved_state import CHECKPOINT_KEY
 from ..initial_mapping import build_initial_mapping
-from .checkpoint_check_hook import head_mismatch_allowed
+from .checkpoint_check_hook import head_mismatch_allowed, unwrap_model
 from .param_report_hook import format_parameter_report, parameter_report
 
 
 def segmentor_of(runner):
-    """The runner's model without its DDP wrapper."""
-    model = runner.model
-    return model.module if is_model_wrapper(model) else model
+    """The runner's segmentor, without DDP / TTA wrappers."""
+    return unwrap_model(runner.model)
 
 
 @HOOKS.register_module()
