@@ -15,14 +15,10 @@ layer. ``guided_layers`` hold ``num_proxy_prompts`` class-assigned prompts
 ``num_prompts`` unassigned prompts. See ``davpt-algorithm.md`` §2, §5.2-5.4.
 
 Since prompt outputs are dropped, the forward gives prompts no query, output
-projection or FFN (only keys and values; their attention output is computed
-in guided layers when the DA-VPT losses need it), and appends them after the
-image tokens internally: attention does not depend on the order of its keys,
-so this equals the layout above up to float rounding.
+projection or FFN (see :func:`prompted_block`).
 """
-import difflib
-import inspect
 from contextlib import contextmanager
+from functools import partial
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
@@ -36,61 +32,16 @@ from davpt_seg.weights import pretrained as pretrained_weights
 from davpt_seg.weights import prompt_only
 from .attention_capture import AttentionCapture, new_attention_capture
 from .guided_capture import GuidedCapture, GuidedFeatures, GuidedOutput
+from .prompt_args import (check_gradient_paths, check_prompt_args,
+                          layer_indices, vit_arguments)
+from .prompted_block import prompted_block
 
-PROMPT_NORMS = ('none', 'l2', 'layer')
 #: State-dict key prefixes of what this class adds to mmseg's ViT: prompts,
 #: prompt norm and K/V bias offsets.
 PROMPT_STATE_PREFIXES = ('prompt_tokens', 'proxy_prompt_tokens',
                          'prompt_norm.', 'kv_bias_delta')
 #: Where earlier versions kept the class->prompt mapping (now DAVPTHook's).
 LEGACY_MAPPING_PREFIX = 'class_mapping.'
-#: Arguments of earlier versions that moved out of the backbone.
-MOVED_ARGUMENTS = {
-    'num_classes': 'the class->prompt mapping is now DAVPTHook\'s; it reads '
-    'the class count from model.decode_head.num_classes: delete '
-    'model.backbone.num_classes',
-    'mapping_cfg': 'the class->prompt mapping is now DAVPTHook\'s: move '
-    'model.backbone.mapping_cfg to DAVPTHook(mapping=dict(...))',
-}
-
-
-def vit_arguments(cls: type, args: tuple, kwargs: dict) -> dict:
-    """Map ``cls(*args, **kwargs)`` onto mmseg ``VisionTransformer``'s
-    arguments (positional ones in mmseg's order), with errors that name
-    ``cls`` instead of mmseg's ``VisionTransformer.__init__`` and suggest
-    close matches for a misspelt name."""
-    names = [n for n in inspect.signature(
-        VisionTransformer.__init__).parameters if n != 'self']
-    if len(args) > len(names):
-        raise TypeError(
-            f'{cls.__name__} takes at most {len(names)} positional arguments '
-            f"(mmseg VisionTransformer's), got {len(args)}")
-    bound = dict(zip(names, args))
-    if 'frozen_exclude' in bound:
-        raise TypeError(f'{cls.__name__}: pass frozen_exclude by keyword')
-    twice = [k for k in kwargs if k in bound]
-    if twice:
-        raise TypeError(f'{cls.__name__} got multiple values for argument '
-                        f'{twice[0]!r}')
-    moved = [f'{k}: {MOVED_ARGUMENTS[k]}' for k in kwargs
-             if k in MOVED_ARGUMENTS and kwargs[k] is not None]
-    if moved:
-        raise TypeError(f'{cls.__name__}: ' + '; '.join(moved))
-    kwargs = {k: v for k, v in kwargs.items() if k not in MOVED_ARGUMENTS}
-    unknown = [k for k in kwargs if k not in names]
-    if unknown:
-        own = [n for n, p in inspect.signature(cls.__init__).parameters.items()
-               if p.kind is p.KEYWORD_ONLY]
-        hints = []
-        for key in unknown:
-            close = difflib.get_close_matches(key, own + names, n=2)
-            hints += [f'{key!r} (did you mean '
-                      f'{" or ".join(map(repr, close))}?)' if close else
-                      repr(key)]
-        raise TypeError(f'{cls.__name__} got an unexpected argument'
-                        f'{"s" if len(unknown) > 1 else ""} '
-                        f'{", ".join(hints)}')
-    return {**bound, **kwargs}
 
 
 @MODELS.register_module()
@@ -118,11 +69,9 @@ class PromptedVisionTransformer(VisionTransformer):
             the last layer, the paper's best). Stored normalised to 0-based
             indices. Default: (-1,).
         tune_kv_bias (bool): DA-VPT+: also train the attention key and value
-            biases of every layer (exactly 2 x L x C values). mmcv packs q/k/v
-            biases in one frozen ``in_proj_bias``; the trainable values are a
-            zero-initialised offset ``kv_bias_delta`` [L, 2, C] added to the
-            K and V parts, so training it is training those biases (weight
-            decay, if any, pulls towards the pretrained values). Default: False.
+            biases of every layer, as a zero-initialised offset
+            ``kv_bias_delta`` [L, 2, C] of mmcv's packed ``in_proj_bias``
+            (``docs/method.md``). Default: False.
         prompt_drop_rate (float): dropout on the inserted prompts. The loss
             proxies are taken before dropout. Default: 0.
         prompt_norm (str): 'none' | 'l2' | 'layer', applied to the prompts
@@ -130,14 +79,10 @@ class PromptedVisionTransformer(VisionTransformer):
         frozen_exclude (list[str]): substrings of extra backbone parameter
             names to keep trainable (e.g. ``['cls_token']``). mmseg's default
             ``['all']`` means nothing extra here. Default: ['all'].
-        num_register_tokens (int): R pretrained register tokens (DINOv2 with
-            registers; ``tools/convert_weights.py`` writes them as
-            ``register_tokens`` [1, R, C]). They are a frozen parameter,
-            inserted after [CLS] (at the front without [CLS]) once the
-            position embedding is added (registers get none), attend and
-            are updated like every token in every layer, and are excluded
-            from the outputs. 0 adds no parameter (same keys as mmseg's ViT).
-            Default: 0.
+        num_register_tokens (int): R frozen pretrained register tokens
+            (DINOv2 with registers: ``register_tokens`` [1, R, C]) after
+            [CLS], without position embedding, never output. 0 adds no
+            parameter (same keys as mmseg's ViT). Default: 0.
         *args, **kwargs: every argument of mmseg's ``VisionTransformer``,
             positional ones in its order (``img_size``, ``patch_size``, ...);
             the arguments above are keyword-only.
@@ -158,15 +103,11 @@ class PromptedVisionTransformer(VisionTransformer):
                  **kwargs):
         super().__init__(
             frozen_exclude=['all'], **vit_arguments(type(self), args, kwargs))
-        if isinstance(num_register_tokens, bool) or not isinstance(
-                num_register_tokens, int) or num_register_tokens < 0:
-            raise ValueError('num_register_tokens must be an int >= 0, got '
-                             f'{num_register_tokens!r}')
         num_layers = len(self.layers)
         embed_dims = self.cls_token.shape[-1]
-        guided_layers = self._layer_indices(guided_layers, num_layers)
-        self._check_args(num_prompts, num_proxy_prompts, guided_layers,
-                         prompt_drop_rate, prompt_norm)
+        guided_layers = layer_indices(guided_layers, num_layers)
+        check_prompt_args(num_prompts, num_proxy_prompts, guided_layers,
+                          prompt_drop_rate, prompt_norm, num_register_tokens)
         self.embed_dims = embed_dims
         self.num_heads = self.layers[0].attn.attn.num_heads
         self.num_prompts = num_prompts
@@ -183,8 +124,10 @@ class PromptedVisionTransformer(VisionTransformer):
 
         unguided = [i for i in range(num_layers) if i not in guided_layers]
         # layer index -> ('proxy' | 'plain', row in the stacked tensor)
-        self._prompt_slot = {i: ('proxy', r) for r, i in enumerate(guided_layers)}
-        self._prompt_slot.update({i: ('plain', r) for r, i in enumerate(unguided)})
+        self._prompt_slot = {i: ('proxy', r)
+                             for r, i in enumerate(guided_layers)}
+        self._prompt_slot.update(
+            {i: ('plain', r) for r, i in enumerate(unguided)})
         self.prompt_tokens = self._new_prompts(len(unguided), num_prompts)
         self.proxy_prompt_tokens = self._new_prompts(
             len(guided_layers), num_proxy_prompts)
@@ -198,61 +141,11 @@ class PromptedVisionTransformer(VisionTransformer):
         self._guided_capture: Optional[GuidedCapture] = None
         self.init_prompts()
         self._freeze_pretrained()
-        self._check_gradient_paths()
+        if self.prompt_tokens is not None:
+            check_gradient_paths(self.prompt_kinds, self.out_indices,
+                                 num_prompts)
 
     # ------------------------------------------------------------------ setup
-    @staticmethod
-    def _layer_indices(layers: Optional[Sequence[int]],
-                       num_layers: int) -> List[int]:
-        """0-based ``guided_layers``; negative ones count from the end."""
-        given = [int(i) for i in (layers or ())]
-        bad = [i for i in given if not -num_layers <= i < num_layers]
-        if bad:
-            raise ValueError(
-                f'guided_layers {bad} are outside the model depth: layers are '
-                f'0..{num_layers - 1} (or -{num_layers}..-1 from the end) for '
-                f'num_layers={num_layers}')
-        layers = [i % num_layers for i in given]
-        if len(set(layers)) != len(layers):
-            raise ValueError(f'guided_layers lists a layer twice: {given} '
-                             f'(0-based: {layers})')
-        return layers
-
-    def _check_args(self, num_prompts, num_proxy_prompts, guided_layers,
-                    prompt_drop_rate, prompt_norm):
-        if not isinstance(num_prompts, int) or num_prompts < 0:
-            raise ValueError(
-                f'num_prompts must be an int >= 0, got {num_prompts!r}')
-        if not isinstance(num_proxy_prompts, int) or num_proxy_prompts < 0:
-            raise ValueError('num_proxy_prompts must be an int >= 0, got '
-                             f'{num_proxy_prompts!r}')
-        if guided_layers and num_proxy_prompts == 0:
-            raise ValueError('guided_layers need num_proxy_prompts >= 1')
-        if not 0 <= prompt_drop_rate < 1:
-            raise ValueError(
-                f'prompt_drop_rate must be in [0, 1), got {prompt_drop_rate}')
-        if prompt_norm not in PROMPT_NORMS:
-            raise ValueError(f'prompt_norm must be one of {PROMPT_NORMS}, '
-                             f'got {prompt_norm!r}')
-
-    def _check_gradient_paths(self) -> None:
-        """Unguided prompts of a layer after the last ``out_indices`` layer
-        reach no output, so they would silently never train (and DDP with
-        ``find_unused_parameters=False`` fails when that is all of them).
-        Guided layers are exempt: ``DAVPTHook``'s metric losses train them."""
-        if self.prompt_tokens is None:
-            return
-        last_out = max(self.out_indices)
-        dead = [i for i, (kind, _) in sorted(self._prompt_slot.items())
-                if kind == 'plain' and i > last_out]
-        if dead:
-            raise ValueError(
-                f'The prompts of layers {dead} (num_prompts='
-                f'{self.num_prompts}) come after the last output layer '
-                f'(out_indices={list(self.out_indices)}) and are not '
-                'guided: they can never get a gradient. Add a later layer to '
-                'out_indices, or set num_prompts=0.')
-
     def _new_prompts(self, depth: int, length: int) -> Optional[nn.Parameter]:
         if depth == 0 or length == 0:
             return None
@@ -371,58 +264,6 @@ class PromptedVisionTransformer(VisionTransformer):
             p = self.prompt_norm(p)
         return p
 
-    def _layer_forward(self, i: int, x: torch.Tensor,
-                       prompts: Optional[torch.Tensor], num_lead: int,
-                       collect: bool):
-        """One pre-norm block through SDPA on mmcv's packed weights.
-
-        The layer's prompts act on the other tokens only as keys and values:
-        their outputs are dropped after the layer, so they get no query
-        (unless ``collect`` needs their attention output), no output
-        projection and no FFN. Attention does not depend on the order of
-        the keys, so the prompts are appended after the tokens here; the
-        result equals the ``[CLS | prompts | image]`` layout of the module
-        doc up to float rounding.
-
-        Args:
-            x (Tensor): [B, S, C] block input without prompts,
-                S = num_lead + N.
-            prompts (Tensor, optional): [B, P, C] this layer's prompts.
-        Returns:
-            Tensor [B, S, C], and with ``collect`` a tuple
-            (cls_query [B, C], prompt_output [B, P, C],
-            patch_mean [B, C], query_mean [B, C]).
-        """
-        layer = self.layers[i]
-        mha = layer.attn.attn  # nn.MultiheadAttention (batch-first inputs)
-        B, S, C = x.shape
-        H = self.num_heads
-        bias = mha.in_proj_bias
-        if self.kv_bias_delta is not None:
-            kv = F.pad(self.kv_bias_delta[i].flatten(), (C, 0))  # [3C]
-            bias = kv if bias is None else bias + kv
-        seq = x if prompts is None else torch.cat((x, prompts), dim=1)
-        T = seq.shape[1]
-        qkv = F.linear(layer.norm1(seq), mha.in_proj_weight, bias)
-        q, k, v = qkv.view(B, T, 3, H, C // H).permute(2, 0, 3, 1, 4)
-        if self._attn_capture is not None:  # eval-only analysis
-            self._attn_capture.record(i, q, k, S, num_lead)
-        o = F.scaled_dot_product_attention(
-            q if collect else q[:, :, :S], k, v,
-            dropout_p=mha.dropout if self.training else 0.)
-        o = o.transpose(1, 2).reshape(B, -1, C)  # heads concatenated
-        feats = None
-        if collect:
-            feats = (q[:, :, 0].reshape(B, C),
-                     o[:, S:],
-                     x[:, num_lead:].mean(1),
-                     q[:, :, num_lead:S].mean(2).reshape(B, C))
-            o = o[:, :S]
-        out = F.linear(o, mha.out_proj.weight, mha.out_proj.bias)
-        x = x + layer.attn.dropout_layer(layer.attn.proj_drop(out))
-        x = layer.ffn(layer.norm2(x), identity=x)
-        return (x, feats) if collect else x
-
     def _run_layer(self, i: int, x: torch.Tensor, num_lead: int,
                    prompted: bool, collect: bool
                    ) -> Tuple[torch.Tensor, Optional[GuidedFeatures]]:
@@ -437,13 +278,18 @@ class PromptedVisionTransformer(VisionTransformer):
         tokens = None if prompts is None else self.prompt_dropout(
             prompts.expand(x.shape[0], -1, -1))
         want = collect and self._prompt_slot[i][0] == 'proxy'
+        kv_bias = None if self.kv_bias_delta is None else \
+            self.kv_bias_delta[i]
+        record = None if self._attn_capture is None else partial(
+            self._attn_capture.record, i)  # eval-only analysis
+        args = (self.layers[i], x, tokens, num_lead, self.num_heads, kv_bias,
+                want, self.training, record)
         if self.with_cp and (x.requires_grad or (
                 tokens is not None and tokens.requires_grad)):
-            res = cp.checkpoint(self._layer_forward, i, x, tokens, num_lead,
-                                want, use_reentrant=False)
+            x, feats = cp.checkpoint(prompted_block, *args,
+                                     use_reentrant=False)
         else:
-            res = self._layer_forward(i, x, tokens, num_lead, want)
-        x, feats = res if want else (res, None)
+            x, feats = prompted_block(*args)
         if i == len(self.layers) - 1 and self.final_norm:
             x = self.norm1(x)
         return x, None if feats is None else GuidedFeatures(prompts, *feats)
