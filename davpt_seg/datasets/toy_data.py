@@ -256,6 +256,38 @@ def _write_image(path: Path,
     path.write_bytes(buf.tobytes())
 
 
+def _check_toy_args(num_train: int, num_val: int, img_size: int,
+                    num_classes: int, seed: int) -> None:
+    if num_train < 0 or num_val < 0:
+        raise ValueError('num_train and num_val must be non-negative, got '
+                         f'{num_train} and {num_val}')
+    if img_size < 16:
+        raise ValueError(f'img_size must be at least 16, got {img_size}')
+    if not 1 <= num_classes <= 254:
+        # Disk value 255 would be ignored after reduce_zero_label.
+        raise ValueError(f'num_classes must be in [1, 254], got {num_classes}')
+    if seed < 0:
+        raise ValueError(f'seed must be non-negative, got {seed}')
+
+
+
+def _write_split(root: Path, split: str, split_id: int, num: int, seed: int,
+                 img_size: int, num_classes: int) -> None:
+    """Images and annotations of one split (sample ``idx`` is drawn from
+    ``default_rng([seed, split_id, idx])``)."""
+    img_dir = root / 'images' / split
+    ann_dir = root / 'annotations' / split
+    img_dir.mkdir(parents=True, exist_ok=True)
+    ann_dir.mkdir(parents=True, exist_ok=True)
+    for idx in range(num):
+        rng = np.random.default_rng([seed, split_id, idx])
+        img, label = synthesize_toy_sample(rng, img_size, num_classes)
+        name = f'{FILE_PREFIX}{idx:05d}'
+        _write_image(img_dir / f'{name}.jpg', img[..., ::-1], '.jpg',
+                     (cv2.IMWRITE_JPEG_QUALITY, 95))
+        _write_image(ann_dir / f'{name}.png', label, '.png')
+
+
 def generate_toy_dataset(root: Union[str, os.PathLike],
                          num_train: int = 96,
                          num_val: int = 24,
@@ -289,17 +321,7 @@ def generate_toy_dataset(root: Union[str, os.PathLike],
         ``num_classes``, ``seed``, ``classes`` (the class names) and
         ``generated`` (False when an existing dataset was reused).
     """
-    if num_train < 0 or num_val < 0:
-        raise ValueError('num_train and num_val must be non-negative, got '
-                         f'{num_train} and {num_val}')
-    if img_size < 16:
-        raise ValueError(f'img_size must be at least 16, got {img_size}')
-    if not 1 <= num_classes <= 254:
-        # Disk value 255 would be ignored after reduce_zero_label.
-        raise ValueError(f'num_classes must be in [1, 254], got {num_classes}')
-    if seed < 0:
-        raise ValueError(f'seed must be non-negative, got {seed}')
-
+    _check_toy_args(num_train, num_val, img_size, num_classes, seed)
     root = Path(root)
     classes = toy_class_names(num_classes)
     meta = dict(
@@ -324,17 +346,7 @@ def generate_toy_dataset(root: Union[str, os.PathLike],
 
     _clear(root)
     for split_id, (split, num) in enumerate(zip(SPLITS, (num_train, num_val))):
-        img_dir = root / 'images' / split
-        ann_dir = root / 'annotations' / split
-        img_dir.mkdir(parents=True, exist_ok=True)
-        ann_dir.mkdir(parents=True, exist_ok=True)
-        for idx in range(num):
-            rng = np.random.default_rng([seed, split_id, idx])
-            img, label = synthesize_toy_sample(rng, img_size, num_classes)
-            name = f'{FILE_PREFIX}{idx:05d}'
-            _write_image(img_dir / f'{name}.jpg', img[..., ::-1], '.jpg',
-                         (cv2.IMWRITE_JPEG_QUALITY, 95))
-            _write_image(ann_dir / f'{name}.png', label, '.png')
+        _write_split(root, split, split_id, num, seed, img_size, num_classes)
 
     tmp = root / f'{META_FILE}.tmp'
     with open(tmp, 'w', encoding='utf-8') as f:

@@ -14,6 +14,33 @@ would be new dependencies, are Euclidean, seed from NumPy/their own RNG instead
 of the supplied ``torch.Generator`` (which keeps rank 0's k-means
 deterministic and resume-safe) and would move the data off its device; the
 seeding is ~20 lines on top of the existing Lloyd loop.
+
+Algorithm of :func:`cosine_kmeans` (§4.2 of the reference):
+
+1. ``Z = layer_norm(features)`` (per-row standardisation, no affine) when
+   ``norm='layer'``; ``Z = features`` when ``norm='none'``.
+2. Centroids start from ``init_centroids`` (warm start) or, for a cold
+   start, from ``k`` distinct rows of ``Z`` drawn with ``generator``:
+   uniformly at random (``init='random'``, the reference) or by spherical
+   k-means++ seeding (``init='k-means++'``: each further row is drawn with
+   probability proportional to its cosine distance ``1 - cos`` to the
+   nearest row already chosen).
+3. Repeat at most ``max_iter`` times: assign every row to the centroid of
+   highest cosine similarity, then move every centroid to the mean of its
+   rows (an empty cluster keeps its centroid). Stop as soon as the total
+   centroid shift ``sum_m ||c_m - c'_m||_2`` is below ``tol``.
+4. A cold start runs steps 2-3 ``n_init`` times (consecutive draws from
+   ``generator``) and keeps the run with the lowest within-cluster cosine
+   distortion ``sum_j (1 - cos(Z_j, c_{a_j}))`` (the first one on ties).
+
+The defaults ``init='random', n_init=1`` reproduce the reference exactly.
+A warm start ignores ``init`` and ``n_init`` (it runs once, from
+``init_centroids``); they are still validated.
+
+The returned centroids are always the ones that produced the returned
+assignment: on convergence these are the centroids before the last
+(negligible) move; if ``max_iter`` is reached without convergence, the
+points are assigned once more to the latest centroids.
 """
 from typing import Optional, Tuple
 
@@ -154,6 +181,26 @@ def _distortion(points: Tensor, centroids: Tensor,
     return (1 - sim).sum()
 
 
+def _check_args(features: Tensor, k: int, norm: str, max_iter: int,
+                tol: float, init: str, n_init: int) -> None:
+    if features.dim() != 2:
+        raise ValueError('`features` must have shape (N, C), got '
+                         f'{tuple(features.shape)}.')
+    if not isinstance(k, int) or k < 1:
+        raise ValueError(f'`k` must be a positive integer, got {k!r}.')
+    if norm not in NORMS:
+        raise ValueError(f'`norm` must be one of {NORMS}, got {norm!r}.')
+    if max_iter < 1:
+        raise ValueError(f'`max_iter` must be >= 1, got {max_iter}.')
+    if tol < 0:
+        raise ValueError(f'`tol` must be >= 0, got {tol}.')
+    if init not in INITS:
+        raise ValueError(f'`init` must be one of {INITS}, got {init!r}.')
+    if isinstance(n_init, bool) or not isinstance(n_init, int) or n_init < 1:
+        raise ValueError(
+            f'`n_init` must be an integer >= 1, got {n_init!r}.')
+
+
 def cosine_kmeans(
         features: Tensor,
         k: int,
@@ -164,37 +211,9 @@ def cosine_kmeans(
         generator: Optional[torch.Generator] = None,
         init: str = 'random',
         n_init: int = 1) -> Tuple[Tensor, Tensor]:
-    """Spherical k-means with an optional warm start.
-
-    The computation runs in float32 on the device of ``features`` and is fully
-    vectorised: one (N, k) similarity matrix per iteration.
-
-    Algorithm (§4.2 of the reference):
-
-    1. ``Z = layer_norm(features)`` (per-row standardisation, no affine) when
-       ``norm='layer'``; ``Z = features`` when ``norm='none'``.
-    2. Centroids start from ``init_centroids`` (warm start) or, for a cold
-       start, from ``k`` distinct rows of ``Z`` drawn with ``generator``:
-       uniformly at random (``init='random'``, the reference) or by spherical
-       k-means++ seeding (``init='k-means++'``: each further row is drawn with
-       probability proportional to its cosine distance ``1 - cos`` to the
-       nearest row already chosen).
-    3. Repeat at most ``max_iter`` times: assign every row to the centroid of
-       highest cosine similarity, then move every centroid to the mean of its
-       rows (an empty cluster keeps its centroid). Stop as soon as the total
-       centroid shift ``sum_m ||c_m - c'_m||_2`` is below ``tol``.
-    4. A cold start runs steps 2-3 ``n_init`` times (consecutive draws from
-       ``generator``) and keeps the run with the lowest within-cluster cosine
-       distortion ``sum_j (1 - cos(Z_j, c_{a_j}))`` (the first one on ties).
-
-    The defaults ``init='random', n_init=1`` reproduce the reference exactly.
-    A warm start ignores ``init`` and ``n_init`` (it runs once, from
-    ``init_centroids``); they are still validated.
-
-    The returned centroids are always the ones that produced the returned
-    assignment: on convergence these are the centroids before the last
-    (negligible) move; if ``max_iter`` is reached without convergence, the
-    points are assigned once more to the latest centroids.
+    """Spherical k-means with an optional warm start (the algorithm: see
+    the module doc). Float32 on the device of ``features``, one (N, k)
+    similarity matrix per iteration.
 
     Args:
         features (Tensor): Points to cluster, shape (N, C).
@@ -228,23 +247,7 @@ def cosine_kmeans(
         - assignment (Tensor): Cluster index of every row, shape (N, ),
           dtype long, values in ``[0, k)``.
     """
-    if features.dim() != 2:
-        raise ValueError('`features` must have shape (N, C), got '
-                         f'{tuple(features.shape)}.')
-    if not isinstance(k, int) or k < 1:
-        raise ValueError(f'`k` must be a positive integer, got {k!r}.')
-    if norm not in NORMS:
-        raise ValueError(f'`norm` must be one of {NORMS}, got {norm!r}.')
-    if max_iter < 1:
-        raise ValueError(f'`max_iter` must be >= 1, got {max_iter}.')
-    if tol < 0:
-        raise ValueError(f'`tol` must be >= 0, got {tol}.')
-    if init not in INITS:
-        raise ValueError(f'`init` must be one of {INITS}, got {init!r}.')
-    if isinstance(n_init, bool) or not isinstance(n_init, int) or n_init < 1:
-        raise ValueError(
-            f'`n_init` must be an integer >= 1, got {n_init!r}.')
-
+    _check_args(features, k, norm, max_iter, tol, init, n_init)
     num_points, channels = features.shape
     points = features.detach().float()
     if norm == 'layer':
