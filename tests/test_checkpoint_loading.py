@@ -30,9 +30,10 @@ from mmengine.visualization import Visualizer
 from safetensors.torch import save_file
 from torch.utils.data import Dataset
 
+from davpt_seg.compat import install_checkpoint_loader
 from davpt_seg.utils import (CheckpointError, CheckpointNotFoundError,
-                             UnsafeCheckpointError, install_checkpoint_loader,
-                             load_training_checkpoint, load_weights)
+                             UnsafeCheckpointError, load_training_checkpoint,
+                             load_weights)
 from davpt_seg.utils.checkpoint import TRUST_ENV_VAR, load_from_local_safe
 
 LOADERS = [load_weights, load_training_checkpoint]
@@ -319,7 +320,7 @@ def test_pretrained_init_cfg(mmengine_ckpt, trusted_ckpt):
 
 
 def test_install_is_idempotent_and_keeps_other_schemes():
-    # Start from mmengine's own local loader (importing davpt_seg may have
+    # Start from mmengine's own local loader (an earlier test may have
     # installed ours already).
     CheckpointLoader.register_scheme(
         prefixes='', loader=load_from_local, force=True)

@@ -16,8 +16,9 @@ import torch.serialization as serialization
 from mmengine.runner import CheckpointLoader
 
 import davpt_seg.utils.checkpoint as checkpoint_module
-from davpt_seg.utils import (UnsafeCheckpointError, install_checkpoint_loader,
-                             load_training_checkpoint, load_weights)
+from davpt_seg.compat import install_checkpoint_loader
+from davpt_seg.utils import (UnsafeCheckpointError, load_training_checkpoint,
+                             load_weights)
 from davpt_seg.utils.checkpoint import scoped_allowlist_supported
 from test_checkpoint_loading import (SAVED_ITERS, assert_same,  # noqa: F401
                                      isolate, isolated_mmengine_globals,

@@ -846,7 +846,8 @@ def setup(args):
     torch.set_num_threads(args.threads)
     sys.path.insert(0, os.path.dirname(os.path.dirname(
         os.path.abspath(__file__))))
-    import davpt_seg  # noqa: F401  (registers the components)
+    import davpt_seg.compat  # (registers the components)
+    davpt_seg.compat.install()
     from mmengine.logging import MMLogger
     from mmseg.utils import register_all_modules
     register_all_modules(init_default_scope=True)

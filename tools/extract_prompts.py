@@ -86,6 +86,7 @@ def main(argv=None):
         help="do not check the checkpoint's frozen weights against the "
         "config's pretrained file")
     args = parser.parse_args(argv)
+    davpt_seg.compat.install()
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)

@@ -1,8 +1,8 @@
 from .checkpoint import (CheckpointError, CheckpointNotFoundError,
-                         UnsafeCheckpointError, install_checkpoint_loader,
-                         load_training_checkpoint, load_weights)
+                         UnsafeCheckpointError, load_training_checkpoint,
+                         load_weights)
 
 __all__ = [
     'CheckpointError', 'CheckpointNotFoundError', 'UnsafeCheckpointError',
-    'install_checkpoint_loader', 'load_training_checkpoint', 'load_weights'
+    'load_training_checkpoint', 'load_weights'
 ]

@@ -54,7 +54,7 @@ two loaders and one hook into mmengine:
     ``add_safe_globals`` (process-wide, 2.4+ only, and no way to name our
     restricted ``getattr``), or would refuse every resume and test.
 
-:func:`install_checkpoint_loader`
+:func:`davpt_seg.compat.install_checkpoint_loader`
     Replaces mmengine's local-file loader (the ``''`` prefix of
     :class:`~mmengine.runner.CheckpointLoader`, which also handles every
     path that no other prefix matches) with one that calls
@@ -90,12 +90,11 @@ from typing import Any, Callable, Dict, Iterator, List, Tuple, Union
 import numpy as np
 import torch
 from mmengine.logging import HistoryBuffer, print_log
-from mmengine.runner.checkpoint import CheckpointLoader
 
 __all__ = [
     'CheckpointError', 'CheckpointNotFoundError', 'UnsafeCheckpointError',
     'TRUST_ENV_VAR', 'load_weights', 'load_training_checkpoint',
-    'load_from_local_safe', 'install_checkpoint_loader',
+    'load_from_local_safe',
     'mmengine_safe_globals', 'scoped_allowlist_supported'
 ]
 
@@ -519,21 +518,9 @@ def load_training_checkpoint(filename: Union[str, os.PathLike],
 def load_from_local_safe(filename: str, map_location: MapLocation = None):
     """mmengine ``CheckpointLoader`` backend for local files.
 
-    Registered by :func:`install_checkpoint_loader` in place of mmengine's
-    ``load_from_local``. mmengine logs it as the ``local_safe`` backend.
+    Registered by :func:`davpt_seg.compat.install_checkpoint_loader` in
+    place of mmengine's ``load_from_local``. mmengine logs it as the
+    ``local_safe`` backend.
     """
     return load_training_checkpoint(filename, map_location=map_location)
 
-
-def install_checkpoint_loader() -> None:
-    """Route mmengine's local checkpoint loading through
-    :func:`load_training_checkpoint`.
-
-    Overrides the ``''`` prefix of :class:`mmengine.runner.CheckpointLoader`
-    (the local loader, which also handles every path that no other prefix
-    matches). Other schemes are untouched. Calling it again does nothing.
-    """
-    if CheckpointLoader._schemes.get('') is load_from_local_safe:
-        return
-    CheckpointLoader.register_scheme(
-        prefixes='', loader=load_from_local_safe, force=True)
