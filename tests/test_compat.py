@@ -69,8 +69,9 @@ def probe(installs: int, enable: bool = False):
 
 def test_import_patches_nothing():
     state, log = probe(installs=0)
-    assert state == dict(loader='load_from_local', http_loader='load_from_http',
-                         print_log=True, sdpa_flops=0)
+    assert state == dict(loader='load_from_local',
+                         http_loader='load_from_http', print_log=True,
+                         sdpa_flops=0)
     assert 'backbone.a is skipped' in log and 'backbone.b is skipped' in log
 
 
