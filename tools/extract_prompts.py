@@ -29,7 +29,7 @@ from mmengine.config import Config, DictAction  # noqa: E402
 from mmseg.registry import MODELS  # noqa: E402
 from mmengine.registry import init_default_scope  # noqa: E402
 
-import davpt_seg  # noqa: F401,E402
+import davpt_seg.compat  # noqa: E402
 from davpt_seg.engine.hooks.prompt_checkpoint_hook import (  # noqa: E402
     frozen_backbone_keys, make_prompt_only)
 from davpt_seg.models.backbones.prompted_vit import (  # noqa: E402
