@@ -1,17 +1,12 @@
 # DA-VPT on SETR-PUP ViT-L/16, PASCAL Context (60 classes, class 0 =
 # background), 480x480 crops, 80k iterations, 8 GPUs x 2.
 #
-# mmseg ships no SETR config for PASCAL Context, so this one is assembled
-# from the stock pieces exactly as mmseg's SETR-PUP ADE20K config is:
-# mmseg's SETR-PUP model, PASCAL Context dataset (train/val lists of
-# VOC2010, RandomResize((520, 520), 0.5-2.0), RandomCrop 480), default
-# runtime and 80k schedule (PolyLR power 0.9, eta_min 1e-4, 80k iters), with
-# the SETR ADE20K overrides: drop_rate 0, three 2-conv auxiliary PUP heads,
-# SGD lr 1e-3 (heads x10 through paramwise_cfg 'head'), momentum 0.9, weight
-# decay 0, batch 2/GPU x 8 = 16 (as SETR), slide test crop 480 stride 320.
-# `configs/davpt_setr_pascal-context-59.py` is this config on mmseg's
-# 59-class variant (background already ignored); tests/test_configs.py
-# checks that the two differ only where the datasets do.
+# The model, schedule and optimiser are
+# `_base_/davpt_setr-pup_vit-l16_pascal-context.py` (mmseg's stock pieces,
+# assembled as mmseg's SETR-PUP ADE20K config is; see there); the dataset is
+# mmseg's PASCAL Context (train/val lists of VOC2010, RandomResize((520,
+# 520), 0.5-2.0), RandomCrop 480). `configs/davpt_setr_pascal-context-59.py`
+# is the same base on mmseg's 59-class variant (background already ignored).
 #
 # The 60-class dataset keeps background as class 0, which is a real
 # (evaluated) class but never drawn as a prompt target nor used for the
@@ -19,65 +14,26 @@
 # The paper (and the released code) use these 60 classes
 # (docs/method.md §5).
 #
-# Pretrained weights: pretrain/vit_large_p16.pth, the mmseg-format ViT-L/16
-# (IN-21k pre-trained, IN-1k fine-tuned at 384) produced by
-#   python tools/convert_weights.py jx_vit_large_p16_384-b3be5167.pth \
-#       pretrain/vit_large_p16.pth
-# (see README "Pretrained weights"); its 24x24 position embedding is resized
-# to 30x30 when loaded. The backbone is frozen; only the prompts (0.481M)
-# and the SETR heads (13.051M: the ADE20K heads with 60 instead of 150
-# output channels in their four 1x1 classifiers) train: 13.532M parameters.
+# Pretrained weights: see `_base_/models/davpt_vit-l16.py`. The backbone is
+# frozen; only the prompts (0.481M) and the SETR heads (13.051M: the ADE20K
+# heads with 60 instead of 150 output channels in their four 1x1
+# classifiers) train: 13.532M parameters.
 _base_ = [
-    'mmseg::_base_/models/setr_pup.py',
-    'mmseg::_base_/datasets/pascal_context.py',
-    'mmseg::_base_/default_runtime.py',
-    'mmseg::_base_/schedules/schedule_80k.py'
+    './_base_/davpt_setr-pup_vit-l16_pascal-context.py',
+    'mmseg::_base_/datasets/pascal_context.py'
 ]
 
-custom_imports = dict(imports=['davpt_seg'], allow_failed_imports=False)
-
 num_classes = 60
-crop_size = (480, 480)
-norm_cfg = dict(type='SyncBN', requires_grad=True)
-data_preprocessor = dict(size=crop_size)
 model = dict(
-    data_preprocessor=data_preprocessor,
-    pretrained=None,
-    backbone=dict(
-        type='PromptedVisionTransformer',
-        img_size=crop_size,
-        drop_rate=0.,
-        # timm/JAX ViT-L has a patch-embedding bias; mmseg's default
-        # patch_bias=False would drop it, and a frozen backbone never
-        # learns it back.
-        patch_bias=True,
-        num_prompts=20,  # per unguided layer
-        num_proxy_prompts=10,  # class-assigned prompts per guided layer
-        guided_layers=[11],
-        tune_kv_bias=False,
-        init_cfg=dict(
-            type='Pretrained', checkpoint='pretrain/vit_large_p16.pth')),
     decode_head=dict(num_classes=num_classes),
-    # As mmseg's SETR-PUP ADE20K config: three 2-conv PUP heads on layers
-    # 9, 14 and 19 (out_indices 0-2).
     auxiliary_head=[
-        dict(
-            type='SETRUPHead',
-            in_channels=1024,
-            channels=256,
-            in_index=i,
-            num_classes=num_classes,
-            dropout_ratio=0,
-            norm_cfg=norm_cfg,
-            act_cfg=dict(type='ReLU'),
-            num_convs=2,
-            kernel_size=3,
-            align_corners=False,
-            loss_decode=dict(
-                type='CrossEntropyLoss', use_sigmoid=False, loss_weight=0.4))
-        for i in range(3)
-    ],
-    test_cfg=dict(mode='slide', crop_size=crop_size, stride=(320, 320)))
+        dict(head, num_classes=num_classes)
+        for head in _base_.model.auxiliary_head
+    ])
+train_dataloader = dict(batch_size=2)  # num_gpus: 8 -> batch_size: 16
+# background_ids: class 0 is background (mapping_interval: one epoch,
+# ceil(4996 / 16) = 313 iterations)
+custom_hooks = [dict(_base_.custom_hooks[0], background_ids=(0, ))]
 
 # mmseg's 60-class pascal_context.py has no tta_pipeline (its 59-class
 # sibling has): the same one, so that `tools/test.py --tta` evaluates
@@ -97,33 +53,4 @@ tta_pipeline = [
                 dict(type='RandomFlip', prob=1., direction='horizontal')
             ], [dict(type='LoadAnnotations')], [dict(type='PackSegInputs')]
         ])
-]
-
-optimizer = dict(lr=0.001, weight_decay=0.0)
-optim_wrapper = dict(
-    type='OptimWrapper',
-    optimizer=optimizer,
-    paramwise_cfg=dict(custom_keys={'head': dict(lr_mult=10.)}))
-# num_gpus: 8 -> batch_size: 16
-train_dataloader = dict(batch_size=2)
-val_dataloader = dict(batch_size=1)
-test_dataloader = val_dataloader
-
-custom_hooks = [
-    dict(
-        type='DAVPTHook',
-        token_loss_weight=0.05,
-        cls_loss_weight=0.05,
-        token_feature='output',
-        metric_loss=dict(
-            type='ProxyAnchorLoss',
-            alpha=32.,
-            delta=0.1,
-            scale=5.,
-            pos_norm='all'),
-        target_rule='random',
-        mapping=dict(kmeans_norm='layer', max_iter=20, unseen='random'),
-        background_ids=(0, ),  # 60 classes: 0 is background
-        mapping_interval=None,  # one epoch: ceil(4996 / 16) = 313 iters
-        init_max_batches=None)  # initial mapping: one pass over train set
 ]

@@ -4,9 +4,13 @@
 # (python tools/make_toy_data.py; `bash tools/run_toy.sh` does everything).
 # The ViT is randomly initialised and frozen (no weights can be downloaded
 # here): only prompts and heads train, as in the real configs.
-_base_ = ['mmseg::_base_/default_runtime.py']
-
-custom_imports = dict(imports=['davpt_seg'], allow_failed_imports=False)
+#
+# DAVPTHook: `_base_/davpt_hook.py` (mapping_interval=None: one epoch, 96
+# images / batch 4 = 24 iterations).
+_base_ = [
+    'mmseg::_base_/default_runtime.py', './_base_/davpt_imports.py',
+    './_base_/davpt_hook.py'
+]
 
 num_classes = 8
 crop_size = (64, 64)
@@ -77,18 +81,6 @@ model = dict(
     ],
     train_cfg=dict(),
     test_cfg=dict(mode='slide', crop_size=crop_size, stride=(42, 42)))
-
-custom_hooks = [
-    dict(
-        type='DAVPTHook',
-        token_loss_weight=0.05,
-        cls_loss_weight=0.05,
-        token_feature='output',
-        target_rule='random',
-        background_ids=(),
-        mapping_interval=None,  # one epoch: 96 images / batch 4 = 24 iters
-        init_max_batches=None)
-]
 
 # ----------------------------------------------------------------- data
 # CheckedLoadAnnotations (davpt_seg) is mmseg's LoadAnnotations plus clear

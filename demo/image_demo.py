@@ -15,16 +15,12 @@ the work: ``init_model``, ``inference_model``, ``show_result_pyplot``.
 """
 import argparse
 import os.path as osp
-import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+import torch
+from mmengine.model import revert_sync_batchnorm
+from mmseg.apis import inference_model, init_model, show_result_pyplot
 
-import torch  # noqa: E402
-from mmengine.model import revert_sync_batchnorm  # noqa: E402
-from mmseg.apis import (inference_model, init_model,  # noqa: E402
-                        show_result_pyplot)
-
-import davpt_seg  # noqa: F401,E402  (registration, safe checkpoint loading)
+import davpt_seg.compat
 
 
 def parse_args(argv=None):
@@ -70,6 +66,7 @@ def main(argv=None):
         raise SystemExit(f'--opacity must be in (0, 1], got {args.opacity}')
     out_file = args.out_file or \
         f'{osp.splitext(osp.basename(args.img))[0]}_pred.png'
+    davpt_seg.compat.install()
     model = init_model(args.config, args.checkpoint, device=args.device)
     if args.device == 'cpu':
         model = revert_sync_batchnorm(model)  # SyncBN needs GPUs

@@ -198,19 +198,14 @@ default_hooks = dict(checkpoint=dict(interval=100), logger=dict(interval=2))
 
 
 def test_with_cp_flag_rejects_other_segmentors():
-    import importlib.util
-    from pathlib import Path
-    spec = importlib.util.spec_from_file_location(
-        'davpt_train', Path(__file__).resolve().parents[1] / 'tools/train.py')
-    train = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train)
+    from davpt_seg.engine.launch import enable_gradient_checkpointing
     cfg = Config.fromfile(CFG)
-    train.enable_gradient_checkpointing(cfg)
+    enable_gradient_checkpointing(cfg)
     assert cfg.model.type == 'CheckpointEncoderDecoder'
     assert cfg.model.backbone.with_cp
     cfg.model.type = 'CascadeEncoderDecoder'
     with pytest.raises(SystemExit, match='--with-cp supports EncoderDecoder'):
-        train.enable_gradient_checkpointing(cfg)
+        enable_gradient_checkpointing(cfg)
 
 
 def test_backward_recomputes_heads_but_not_the_accuracy_topk():

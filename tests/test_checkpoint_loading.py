@@ -30,11 +30,11 @@ from mmengine.visualization import Visualizer
 from safetensors.torch import save_file
 from torch.utils.data import Dataset
 
+from davpt_seg.compat import install_checkpoint_loader
 from davpt_seg.weights import (TRUST_ENV_VAR, CheckpointError,
                                CheckpointNotFoundError, UnsafeCheckpointError,
                                load_from_local_safe, load_training_checkpoint,
                                load_weights)
-from davpt_seg.weights.install import install_checkpoint_loader
 
 LOADERS = [load_weights, load_training_checkpoint]
 SAVED_ITERS = 4
@@ -320,7 +320,7 @@ def test_pretrained_init_cfg(mmengine_ckpt, trusted_ckpt):
 
 
 def test_install_is_idempotent_and_keeps_other_schemes():
-    # Start from mmengine's own local loader (importing davpt_seg may have
+    # Start from mmengine's own local loader (an earlier test may have
     # installed ours already).
     CheckpointLoader.register_scheme(
         prefixes='', loader=load_from_local, force=True)

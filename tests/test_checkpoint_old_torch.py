@@ -16,10 +16,10 @@ import torch.serialization as serialization
 from mmengine.runner import CheckpointLoader
 
 import davpt_seg.weights.io as weights_io
+from davpt_seg.compat import install_checkpoint_loader
 from davpt_seg.weights import (UnsafeCheckpointError, load_from_local_safe,
                                load_training_checkpoint, load_weights)
 from davpt_seg.weights.allowlist import scoped_allowlist_supported
-from davpt_seg.weights.install import install_checkpoint_loader
 from test_checkpoint_loading import (SAVED_ITERS, assert_same,  # noqa: F401
                                      isolate, isolated_mmengine_globals,
                                      make_runner)

@@ -165,7 +165,8 @@ def test_config_builds(built):
     name, cfg, model = built
     backbone = model.backbone
     assert isinstance(backbone, PromptedVisionTransformer)
-    assert cfg.custom_imports['imports'] == ['davpt_seg']
+    assert cfg.custom_imports['imports'] == ['davpt_seg',
+                                             'davpt_seg.compat.enable']
     # The pretrained file is documented, not present: nothing was loaded.
     if name == 'davpt_setr_toy.py':
         assert backbone.init_cfg is None
@@ -379,9 +380,28 @@ def test_dropin_is_stock_plus_davpt_diff(dropin, tmp_path):
     assert all(0 <= i < ours.model.backbone.num_layers for i in guided)
 
 
-def test_pascal_context_60_and_59_differ_only_in_dataset():
-    """The two PASCAL Context configs repeat the model block; they may
-    differ only in the dataset config, the class count and background_ids."""
+def test_pascal_context_60_and_59_resolve_from_one_base(tmp_path):
+    """Both PASCAL Context configs are the shared base
+    (``_base_/davpt_setr-pup_vit-l16_pascal-context.py``) plus a dataset
+    config, the class count and, for 60 classes, ``background_ids`` and the
+    tta_pipeline; so they differ only there."""
+    base = CONFIG_DIR / '_base_' / 'davpt_setr-pup_vit-l16_pascal-context.py'
+    datasets = {'davpt_setr_pascal-context.py': 'pascal_context.py',
+                'davpt_setr_pascal-context-59.py': 'pascal_context_59.py'}
+    for name, dataset in datasets.items():
+        assert f"'./_base_/{base.name}'" in (CONFIG_DIR / name).read_text()
+        both = tmp_path / f'base_{dataset}'
+        both.write_text(f"_base_ = [{str(base)!r}, "
+                        f"'mmseg::_base_/datasets/{dataset}']\n")
+        diff = config_diff(Config.fromfile(str(both)), load(name))
+        rest = {k for k in diff
+                if not k.endswith('.num_classes')
+                and not k.startswith(('num_classes', 'tta_pipeline',
+                                      'img_ratios', 'custom_hooks.0.'
+                                      'background_ids',
+                                      'train_dataloader.batch_size'))}
+        assert not rest, (name, rest)
+        assert 'model.decode_head.num_classes' in diff
     diff = config_diff(load('davpt_setr_pascal-context.py'),
                        load('davpt_setr_pascal-context-59.py'),
                        ignore_scope=True)

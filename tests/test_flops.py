@@ -5,7 +5,7 @@ import torch
 from mmengine.analysis import FlopAnalyzer, get_model_complexity_info
 from mmseg.models.backbones import VisionTransformer
 
-import davpt_seg  # noqa: F401  (installs the SDPA handle)
+import davpt_seg.compat
 from davpt_seg.models.backbones import PromptedVisionTransformer
 from davpt_seg.utils.flops import SDPA_OP, flop_analyzer
 from toy_run import ROOT
@@ -48,9 +48,10 @@ def test_prompt_free_flops_equal_stock_vit(vit_kwargs):
     assert SDPA_OP not in ours.unsupported_ops()
 
 
-def test_mmengine_complexity_info_counts_sdpa_after_import():
-    """``import davpt_seg`` adds the handle to mmengine's defaults, so
-    mmengine's (and mmseg's) own tools count it too."""
+def test_mmengine_complexity_info_counts_sdpa_after_install():
+    """``davpt_seg.compat.install()`` adds the handle to mmengine's
+    defaults, so mmengine's (and mmseg's) own tools count it too."""
+    davpt_seg.compat.install()
     stock = get_model_complexity_info(_stock(), inputs=(X, ),
                                       show_table=False, show_arch=False)
     ours = get_model_complexity_info(_prompted(), inputs=(X, ),

@@ -164,6 +164,8 @@ def six_class_base(tmp: Path) -> Path:
     text = text.replace('num_classes = 8\n', 'num_classes = 6\n' + metainfo)
     text = text.replace('type=dataset_type,',
                         'type=dataset_type, metainfo=metainfo,')
+    # its own bases, from the copy's directory
+    text = text.replace("'./_base_/", f"'{TOY_CONFIG.parent}/_base_/")
     return write(tmp / 'toy6_base.py', text)
 
 

@@ -29,7 +29,7 @@ from mmengine.config import Config, DictAction  # noqa: E402
 from mmseg.registry import MODELS  # noqa: E402
 from mmengine.registry import init_default_scope  # noqa: E402
 
-import davpt_seg  # noqa: F401,E402
+import davpt_seg.compat  # noqa: E402
 from davpt_seg.weights import (  # noqa: E402
     frozen_backbone_keys, frozen_weights_sha256, frozen_weights_summary,
     load_training_checkpoint, make_prompt_only, summaries_match)
@@ -84,6 +84,7 @@ def main(argv=None):
         help="do not check the checkpoint's frozen weights against the "
         "config's pretrained file")
     args = parser.parse_args(argv)
+    davpt_seg.compat.install()
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)

@@ -45,7 +45,7 @@ import torch  # noqa: E402
 from mmengine.config import DictAction  # noqa: E402
 from mmengine.dataset import pseudo_collate  # noqa: E402
 
-import davpt_seg  # noqa: F401,E402
+import davpt_seg.compat  # noqa: E402
 from davpt_seg.analysis.loading import (build_split, check_layers,  # noqa
                                         load_model, mapping_from_checkpoint,
                                         checkpoint_mapping, prompt_class_lists)
@@ -134,6 +134,7 @@ def markdown(result: dict) -> str:
 
 def main(argv=None):
     args = parse_args(argv)
+    davpt_seg.compat.install()
     model = load_model(args.config, args.checkpoint, device=args.device,
                        cfg_options=args.cfg_options)
     backbone = model.backbone

@@ -16,21 +16,17 @@ split has it) beside the prediction, written by the visualizer's
 (``DIR/vis_data`` also gets the run's config and a JSON of the metrics).
 """
 import argparse
-import logging
-import os
 import os.path as osp
-import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+from mmengine.logging import print_log
+from mmengine.runner import Runner
 
-from mmengine.config import DictAction  # noqa: E402
-from mmengine.logging import print_log  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
-
-import davpt_seg  # noqa: F401,E402  (registration, safe checkpoint loading)
-from davpt_seg.engine.launch import close_process_group  # noqa: E402
-from tools.train import (add_checkpoint_check, load_config,  # noqa: E402
-                         use_gloo_without_gpus)
+import davpt_seg.compat
+from davpt_seg.engine.launch import (add_checkpoint_check,
+                                     close_process_group, enable_tta,
+                                     enable_visualization, keep_predictions,
+                                     load_config, parse_launch_args,
+                                     use_gloo_without_gpus)
 
 
 def parse_args(argv=None):
@@ -57,76 +53,20 @@ def parse_args(argv=None):
     parser.add_argument(
         '--wait-time', type=float, default=2, help='the interval of show (s)')
     parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override settings in the config, key=value (xxx=yyy format)')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
-    parser.add_argument(
         '--tta', action='store_true', help='multi-scale + flip test')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
-
-
-def trigger_visualization_hook(cfg, args):
-    """``--show`` / ``--show-dir``: turn on drawing in the visualization
-    hook. With ``--show-dir`` the visualizer saves under that directory and
-    every image is drawn (``interval=1``) unless the config sets an
-    interval itself (mmseg's ``SegVisualizationHook`` defaults to 50, which
-    draws nothing on a split of fewer than 50 images)."""
-    default_hooks = cfg.default_hooks
-    if 'visualization' in default_hooks:
-        visualization_hook = default_hooks['visualization']
-        visualization_hook['draw'] = True
-        if args.show:
-            visualization_hook['show'] = True
-            visualization_hook['wait_time'] = args.wait_time
-        if args.show_dir:
-            visualizer = cfg.visualizer
-            visualizer['save_dir'] = args.show_dir
-            interval = visualization_hook.setdefault('interval', 1)
-            if interval != 1:
-                print_log(
-                    f'--show-dir: the config draws every {interval}th test '
-                    'image (default_hooks.visualization.interval); '
-                    '--cfg-options default_hooks.visualization.interval=1 '
-                    'draws all', logger='current', level=logging.WARNING)
-    else:
-        raise RuntimeError(
-            'VisualizationHook must be included in default_hooks. Refer to '
-            'usage "visualization=dict(type=\'VisualizationHook\')"')
-    return cfg
+    return parse_launch_args(parser, argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
+    davpt_seg.compat.install()
     cfg = load_config(args)
-
     if args.show or args.show_dir:
-        cfg = trigger_visualization_hook(cfg, args)
-
+        enable_visualization(cfg, args.show, args.show_dir, args.wait_time)
     if args.tta:
-        if 'tta_pipeline' not in cfg or 'tta_model' not in cfg:
-            raise SystemExit(f'--tta: {args.config} defines no tta_pipeline '
-                             '/ tta_model')
-        cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
-        cfg.tta_model.module = cfg.model
-        cfg.model = cfg.tta_model
-
+        enable_tta(cfg, args.config)
     if args.out is not None:
-        cfg.test_evaluator['output_dir'] = args.out
-        cfg.test_evaluator['keep_results'] = True
-        # mmseg's IoUMetric creates it on rank 0 only: in a distributed test
-        # the other ranks could write their first prediction before that.
-        os.makedirs(args.out, exist_ok=True)
-
+        keep_predictions(cfg, args.out)
     if not osp.isfile(args.checkpoint):
         raise SystemExit(f'checkpoint not found: {args.checkpoint}')
     cfg.load_from = args.checkpoint

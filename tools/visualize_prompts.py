@@ -35,7 +35,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from mmengine.config import DictAction  # noqa: E402
 
-import davpt_seg  # noqa: F401,E402
+import davpt_seg.compat  # noqa: E402
 from davpt_seg.analysis.loading import (check_layers, load_annotation,  # noqa
                                         load_model, mapping_from_checkpoint,
                                         checkpoint_mapping,
@@ -197,6 +197,7 @@ def palette_of(model, num_classes):
 
 def main(argv=None):
     args = parse_args(argv)
+    davpt_seg.compat.install()
     model = load_model(args.config, args.checkpoint, device=args.device,
                        cfg_options=args.cfg_options)
     layers = check_layers(model.backbone, args.layers)

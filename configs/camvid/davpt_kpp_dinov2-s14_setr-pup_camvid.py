@@ -4,10 +4,9 @@
 _base_ = ['./davpt_dinov2-s14_setr-pup_camvid.py']
 
 custom_hooks = [
-    dict(type='ParamReportHook'),
+    _base_.custom_hooks[0],  # ParamReportHook
     dict(
-        type='DAVPTHook',
-        background_ids=(),  # void (11) is already the ignore index
+        _base_.custom_hooks[1],  # DAVPTHook
         mapping=dict(
             kmeans_norm='layer', max_iter=20, unseen='random',
             init='k-means++', n_init=5))

@@ -23,3 +23,4 @@ model = dict(
         interpolate_mode='bicubic',
         patch_bias=True,
         init_cfg=dict(type='Pretrained', checkpoint={{_base_.pretrained}})))
+custom_hooks = [dict(type='ParamReportHook')]

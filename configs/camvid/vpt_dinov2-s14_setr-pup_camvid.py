@@ -4,3 +4,4 @@ _base_ = ['./_base_/dinov2-s14_setr-pup_camvid.py']
 
 model = dict(
     backbone=dict(num_prompts=20, num_proxy_prompts=10, guided_layers=[11]))
+custom_hooks = [dict(type='ParamReportHook')]

@@ -1,6 +1,7 @@
 # Drop-in demonstration: mmseg's stock SETR-MLA ViT-L/16 ADE20K config,
 # unchanged, turned into DA-VPT by the backbone type, the DA-VPT backbone
-# arguments, `custom_imports` and `custom_hooks` below. Nothing else differs
+# arguments and `custom_hooks` below, and `custom_imports` (the base
+# `../_base_/davpt_imports.py`). Nothing else differs
 # (tests/test_configs.py checks that key by key): the SGD optimiser (lr 1e-3,
 # heads x10, weight decay 0), PolyLR 160k, MLA neck and heads, out_indices
 # (5, 11, 17, 23), data and runtime are mmseg's.
@@ -24,9 +25,10 @@
 #   PromptedVisionTransformer refuses such a file without patch_bias=True.
 #
 # guided_layers=[11] as in the SETR-PUP configs (docs/method.md §5).
-_base_ = ['mmseg::setr/setr_vit-l_mla_8xb2-160k_ade20k-512x512.py']
-
-custom_imports = dict(imports=['davpt_seg'], allow_failed_imports=False)
+_base_ = [
+    'mmseg::setr/setr_vit-l_mla_8xb2-160k_ade20k-512x512.py',
+    '../_base_/davpt_imports.py'
+]
 
 model = dict(
     backbone=dict(

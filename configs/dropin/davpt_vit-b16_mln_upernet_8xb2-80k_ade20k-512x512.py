@@ -1,9 +1,10 @@
 # Drop-in demonstration: mmseg's stock UperNet + ViT-B/16 (MLN neck) ADE20K
 # config, unchanged, turned into DA-VPT by the backbone type, the DA-VPT
-# backbone arguments, `custom_imports` and `custom_hooks` below. Nothing else
-# differs (tests/test_configs.py checks that key by key): the AdamW
-# optimiser, warm-up + poly schedule, UperNet/FCN heads, MLN neck,
-# out_indices (2, 5, 8, 11), data and runtime are mmseg's.
+# backbone arguments and `custom_hooks` below, and `custom_imports` (the
+# base `../_base_/davpt_imports.py`). Nothing else differs
+# (tests/test_configs.py checks that key by key): the AdamW optimiser,
+# warm-up + poly schedule, UperNet/FCN heads, MLN neck, out_indices
+# (2, 5, 8, 11), data and runtime are mmseg's.
 #
 # What the prompted backbone changes: the ViT is frozen; the prompts (11 x 20
 # + 1 x 10 prompts of 768 channels = 0.177M), the neck (23.599M) and the
@@ -24,9 +25,10 @@
 # patch_bias=False and silently drops it when loading; a frozen backbone
 # never learns it back, so PromptedVisionTransformer refuses to load such a
 # file without patch_bias=True.
-_base_ = ['mmseg::vit/vit_vit-b16_mln_upernet_8xb2-80k_ade20k-512x512.py']
-
-custom_imports = dict(imports=['davpt_seg'], allow_failed_imports=False)
+_base_ = [
+    'mmseg::vit/vit_vit-b16_mln_upernet_8xb2-80k_ade20k-512x512.py',
+    '../_base_/davpt_imports.py'
+]
 
 model = dict(
     backbone=dict(

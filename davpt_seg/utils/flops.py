@@ -12,10 +12,10 @@ batched matmuls (counted), so the same network reported ~11 % fewer FLOPs
 :func:`sdpa_flop_jit` counts SDPA exactly as those two matmuls are counted
 (one multiply-add = one FLOP; softmax and scaling are not counted, as for
 ``nn.MultiheadAttention``). :func:`flop_analyzer` returns a ``FlopAnalyzer``
-with it; :func:`install_sdpa_flop_handle` (run by ``import davpt_seg``)
-adds it to the handles every new ``FlopAnalyzer`` starts with, so mmengine's
+with it; ``tools/get_flops.py`` prints the report.
+:func:`davpt_seg.compat.install_sdpa_flop_handle` adds it to the handles
+every new ``FlopAnalyzer`` starts with, so that mmengine's
 ``get_model_complexity_info`` and mmseg's ``get_flops.py`` count SDPA too.
-``tools/get_flops.py`` prints the report.
 """
 from math import prod
 from typing import Any, List, Tuple, Union
@@ -25,8 +25,7 @@ import torch.nn as nn
 from mmengine.analysis import FlopAnalyzer
 from mmengine.analysis.jit_handles import get_shape
 
-__all__ = ['SDPA_OP', 'sdpa_flop_jit', 'flop_analyzer',
-           'install_sdpa_flop_handle']
+__all__ = ['SDPA_OP', 'sdpa_flop_jit', 'flop_analyzer']
 
 #: The traced op of :func:`torch.nn.functional.scaled_dot_product_attention`.
 SDPA_OP = 'aten::scaled_dot_product_attention'
@@ -65,12 +64,3 @@ def flop_analyzer(
     return FlopAnalyzer(model, inputs).set_op_handle(
         **{SDPA_OP: sdpa_flop_jit})
 
-
-def install_sdpa_flop_handle() -> None:
-    """Add :func:`sdpa_flop_jit` to the handles every new mmengine
-    ``FlopAnalyzer`` starts with (its module-level default table), unless
-    mmengine already has one. Idempotent."""
-    from mmengine.analysis import complexity_analysis
-    table = getattr(complexity_analysis, '_DEFAULT_SUPPORTED_FLOP_OPS', None)
-    if isinstance(table, dict):
-        table.setdefault(SDPA_OP, sdpa_flop_jit)

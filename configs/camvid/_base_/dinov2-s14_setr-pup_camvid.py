@@ -3,11 +3,12 @@
 # one GPU: 350x350 crops of the 480x360 photos, batch 8, 8k iterations, SGD
 # lr 0.01 (heads x10), poly; slide inference at full resolution.
 # The five variants (heads / vpt / davpt / davptplus / full) differ only in
-# the backbone's prompt settings, the DA-VPT hook and what is frozen.
+# the backbone's prompt settings, the DA-VPT hook and what is frozen; each
+# sets its custom_hooks (ParamReportHook logs the trainable parameters).
 # tools/accuracy_bench.py runs them all (and has a CPU preset).
-_base_ = ['mmseg::_base_/default_runtime.py']
-
-custom_imports = dict(imports=['davpt_seg'], allow_failed_imports=False)
+_base_ = [
+    'mmseg::_base_/default_runtime.py', '../../_base_/davpt_imports.py'
+]
 
 num_classes = 11
 crop_size = (350, 350)  # 25 x 25 patches of 14 px
@@ -156,4 +157,3 @@ default_hooks = dict(
         type='CheckpointHook', by_epoch=False, interval=1000, max_keep_ckpts=2),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='SegVisualizationHook'))
-custom_hooks = [dict(type='ParamReportHook')]

@@ -9,13 +9,16 @@ from mmengine.logging import MMLogger
 from mmseg.utils import register_all_modules
 
 import davpt_seg  # noqa: F401  (registers the components)
+from davpt_seg.compat import install
 
 
 def setup_process(threads: int, device: str = 'auto') -> torch.device:
-    """Torch threads, mmseg's registry as default scope, a quiet logger;
-    ``device`` 'auto' is CUDA if available, else the CPU."""
+    """Torch threads, :func:`davpt_seg.compat.install`, mmseg's registry as
+    default scope, a quiet logger; ``device`` 'auto' is CUDA if available,
+    else the CPU."""
     os.environ.setdefault('OMP_NUM_THREADS', str(threads))
     torch.set_num_threads(threads)
+    install()
     register_all_modules(init_default_scope=True)
     MMLogger.get_instance('davpt_benchmark', log_level='ERROR')
     if device == 'auto':
