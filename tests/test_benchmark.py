@@ -3,13 +3,10 @@ with every row and figure (the timings themselves are not checked). The tiny
 preset's ratios mean nothing, so its targets carry no met/MISSED verdict."""
 import json
 import math
-import os
-import subprocess
-import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers.processes import run_python
 
 TRAIN_ROWS = ('full_ft', 'frozen_ft', 'vpt', 'davpt', 'davpt_plus',
               'davpt_cp', 'davpt_cp_heads', 'full_ft_amp', 'vpt_amp', 'davpt_amp',
@@ -41,13 +38,8 @@ def finite(x):
 @pytest.fixture(scope='module')
 def result(tmp_path_factory):
     out = tmp_path_factory.mktemp('bench')
-    env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
-    cmd = [sys.executable, os.path.join(ROOT, 'tools', 'benchmark.py'),
-           '--preset', 'tiny', '--device', 'cpu', '--threads', '1', '--amp',
-           '--out-dir', str(out)]
-    res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True,
-                         text=True, timeout=300)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    run_python('tools/benchmark.py', '--preset', 'tiny', '--device', 'cpu',
+               '--threads', '1', '--amp', '--out-dir', out)
     with open(out / 'benchmark.json') as f:
         data = json.load(f)
     md = (out / 'benchmark.md').read_text()
@@ -115,7 +107,6 @@ def test_extras_targets_and_meta(result):
 
 def test_verdicts_on_real_presets():
     """Presets other than tiny keep met / MISSED (and a bool ``met``)."""
-    sys.path.insert(0, ROOT)
     from tools.benchmark import SCHEMA_ONLY_PRESETS, evaluate_targets
     assert set(SCHEMA_ONLY_PRESETS) == {'tiny'}
     rows = [dict(id=vid, time_ms=dict(median=ms), cpu_time_ms=dict(median=ms),

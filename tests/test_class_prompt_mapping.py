@@ -3,7 +3,6 @@
 import importlib
 import io
 import logging
-import socket
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -15,6 +14,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from davpt_seg.models.utils import ClassPromptMapping, cosine_kmeans
+from helpers.processes import free_port
 
 kmeans_module = importlib.import_module('davpt_seg.models.utils.cosine_kmeans')
 mapping_module = importlib.import_module(
@@ -812,12 +812,6 @@ def _dist_worker(rank, world_size, init_method, out_dir):
         torch_dist.destroy_process_group()
 
 
-def _free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
-
-
 def _spawn(fn, nprocs, out_dir, timeout=120, attempts=3):
     """Run ``fn(rank, nprocs, init_method, out_dir)`` in ``nprocs`` processes.
 
@@ -834,7 +828,7 @@ def _spawn(fn, nprocs, out_dir, timeout=120, attempts=3):
     else:
         start_method = 'spawn'
     for attempt in range(attempts):
-        init_method = f'tcp://127.0.0.1:{_free_port()}'
+        init_method = f'tcp://127.0.0.1:{free_port()}'
         context = mp.start_processes(
             fn,
             args=(nprocs, init_method, str(out_dir)),

@@ -5,7 +5,6 @@ JAX ``.npz``, MAE, MoCo v3) is produced from a timm ViT with random weights,
 converted, loaded *strictly* into mmseg's ``VisionTransformer`` and checked
 to give the same last-layer patch features as timm's ``forward_features``.
 """
-import importlib.util
 import os
 import subprocess
 import sys
@@ -20,12 +19,12 @@ from safetensors.torch import save_file
 from davpt_seg.utils.vit_convert import (ConversionError, convert_file,
                                          convert_state_dict, detect_source,
                                          load_source_file, resize_pos_embed)
+from helpers import ROOT
 
 timm = pytest.importorskip('timm')
 from timm.layers import resample_abs_pos_embed  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-CLI = REPO / 'tools' / 'convert_weights.py'
+CLI = ROOT / 'tools' / 'convert_weights.py'
 LAYOUTS = ('timm_pth', 'timm_safetensors', 'jax', 'mae', 'mocov3')
 EXPECTED_SOURCE = {'timm_pth': 'timm', 'timm_safetensors': 'timm',
                    'jax': 'jax', 'mae': 'mae', 'mocov3': 'mocov3'}
@@ -35,10 +34,8 @@ TINY = dict(depth=12, dims=192, heads=3, img=64)  # vit_tiny_patch16 @ 64px
 # ---------------------------------------------------------------- helpers
 def _cli():
     """``tools/convert_weights.py`` as a module (``main(argv)`` in-process)."""
-    spec = importlib.util.spec_from_file_location('convert_weights_cli', CLI)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from tools import convert_weights
+    return convert_weights
 
 
 @torch.no_grad()
@@ -509,7 +506,7 @@ def test_cli_subprocess(tiny, tmp_path):
     proc = subprocess.run(
         [sys.executable, str(CLI), str(src), str(dst), '--img-size', '96',
          '--source', 'auto'],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert 'mocov3 (detected)' in proc.stdout
     assert 'resized from 4x4' in proc.stdout

@@ -2,7 +2,7 @@
 launchers (tools/dist_train.sh, tools/dist_test.sh).
 
 Every rank records each class->prompt mapping update through the test-only
-``MappingProbeHook`` (tests/davpt_probes.py): digests of the statistics it
+``MappingProbeHook`` (tests/helpers/davpt_probes.py): digests of the statistics it
 clusters and of the buffers it leaves, and the rank's own (pre-all-reduce)
 present-class counts. The tests check that all ranks hold identical buffers,
 that the statistics are the sum of both ranks' data, that DDP runs without
@@ -20,28 +20,16 @@ import torch
 
 from davpt_seg.datasets import generate_toy_dataset
 from davpt_seg.utils import load_training_checkpoint
+from helpers import ROOT
+from helpers.davpt_probes import MAPPING_BUFFERS, digest
+from helpers.processes import free_port, run_tool
+from helpers.toy_run import toy_run_config
 
-ROOT = Path(__file__).resolve().parents[1]
-TESTS = Path(__file__).resolve().parent
 ITERS = 8
 INTERVAL = 4  # mapping updates at 4 and 8; checkpoint at 8 (update due)
 NUM_TRAIN = 32  # 2 ranks x batch 4 -> 4 iterations per epoch
 NUM_VAL = 5  # odd: the distributed sampler pads rank 1
 NUM_CLASSES = 8
-
-sys.path.insert(0, str(TESTS))
-from davpt_probes import MAPPING_BUFFERS, digest  # noqa: E402
-from toy_run import (free_port, subprocess_env,  # noqa: E402
-                     toy_run_config)
-
-
-def run(args, timeout=300, **env):
-    env = subprocess_env(PY=sys.executable, **env)
-    proc = subprocess.run([str(a) for a in args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-8000:]
-    return out
 
 
 @pytest.fixture(scope='module')
@@ -58,7 +46,7 @@ def dist_run(tmp_path_factory):
 ]
 """))
     work = tmp / 'work'
-    log = run(['bash', 'tools/dist_train.sh', cfg, 2, '--work-dir', work],
+    log = run_tool(['bash', 'tools/dist_train.sh', cfg, 2, '--work-dir', work],
               PORT=str(free_port()))
     probes = [json.loads((work / f'mapping_probe_rank{r}.json').read_text())
               for r in range(2)]
@@ -136,11 +124,11 @@ def _test_metrics(work):
 
 def test_two_process_evaluation_equals_one_process(dist_run):
     tmp, cfg, ckpt = dist_run['tmp'], dist_run['cfg'], dist_run['ckpt']
-    run([sys.executable, 'tools/test.py', cfg, ckpt, '--work-dir',
+    run_tool([sys.executable, 'tools/test.py', cfg, ckpt, '--work-dir',
          tmp / 'test1', '--out', tmp / 'pred1'])
     # A config asking for nccl (as the GPU configs do) is switched to gloo
     # on a machine without CUDA.
-    out = run(['bash', 'tools/dist_test.sh', cfg, ckpt, 2, '--work-dir',
+    out = run_tool(['bash', 'tools/dist_test.sh', cfg, ckpt, 2, '--work-dir',
                tmp / 'test2', '--out', tmp / 'pred2', '--cfg-options',
                'env_cfg.dist_cfg.backend=nccl'], PORT=str(free_port()))
     assert 'No CUDA device: using the gloo backend' in out
