@@ -199,7 +199,7 @@ def test_plain_torch_load_refuses_mmengine_checkpoint(mmengine_ckpt):
     with pytest.raises(pickle.UnpicklingError, match='Weights only load'):
         torch.load(mmengine_ckpt)
     # ... which is what mmengine's own local loader does.
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(pickle.UnpicklingError, match='Weights only load'):
         load_from_local(mmengine_ckpt, map_location='cpu')
 
 
@@ -226,7 +226,7 @@ def test_training_checkpoint_equals_full_unpickling(mmengine_ckpt,
 
     # The allowlist was scoped to the call: nothing leaked into torch.
     assert set(torch.serialization.get_safe_globals()) == safe_globals_before
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(pickle.UnpicklingError, match='Weights only load'):
         torch.load(mmengine_ckpt)
 
 
@@ -247,7 +247,8 @@ def test_getattr_is_restricted_to_history_buffer_statistics(tmp_path):
     """``builtins.getattr`` only resolves ``HistoryBuffer.min/max/...``."""
     path = str(tmp_path / 'getattr.pth')
     torch.save({'method': HistoryBuffer.update}, path)
-    with pytest.raises(UnsafeCheckpointError) as info:
+    with pytest.raises(UnsafeCheckpointError,
+                       match=r'HistoryBuffer\.update') as info:
         load_training_checkpoint(path)
     assert 'HistoryBuffer.update' in str(info.value)
     assert path in str(info.value)
@@ -259,7 +260,7 @@ def test_getattr_is_restricted_to_history_buffer_statistics(tmp_path):
 def test_training_loader_refuses_code(tmp_path):
     path = str(tmp_path / 'system.pth')
     torch.save({'state_dict': {}, 'hook': os.system}, path)
-    with pytest.raises(UnsafeCheckpointError) as info:
+    with pytest.raises(UnsafeCheckpointError, match=r'\.system') as info:
         load_training_checkpoint(path)
     assert f'{os.system.__module__}.system' in info.value.unsafe_globals
     assert path in str(info.value)
@@ -364,7 +365,8 @@ def test_load_weights_pth_and_safetensors(tmp_path):
 
 
 def test_load_weights_refuses_training_checkpoint(mmengine_ckpt):
-    with pytest.raises(UnsafeCheckpointError) as info:
+    with pytest.raises(UnsafeCheckpointError,
+                       match='load_training_checkpoint') as info:
         load_weights(mmengine_ckpt)
     message = str(info.value)
     assert mmengine_ckpt in message
@@ -377,7 +379,7 @@ def test_custom_class_refused_unless_trusted(loader, tmp_path, monkeypatch):
     path = str(tmp_path / 'custom.pth')
     torch.save({'state_dict': {'w': torch.ones(1)}, 'extra': Opaque(3)}, path)
 
-    with pytest.raises(UnsafeCheckpointError) as info:
+    with pytest.raises(UnsafeCheckpointError, match='Opaque') as info:
         loader(path)
     message = str(info.value)
     qualified = f'{Opaque.__module__}.{Opaque.__qualname__}'

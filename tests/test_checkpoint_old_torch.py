@@ -123,7 +123,7 @@ def test_tensor_files_keep_weights_only_on_old_torch(old_torch, tmp_path,
 def test_weights_loader_still_refuses_code_on_old_torch(old_torch, tmp_path):
     path = str(tmp_path / 'system.pth')
     torch.save({'hook': os.system}, path)
-    with pytest.raises(UnsafeCheckpointError) as info:
+    with pytest.raises(UnsafeCheckpointError, match=r'\.system') as info:
         load_weights(path)
     assert path in str(info.value)
     assert f'{os.system.__module__}.system' in info.value.unsafe_globals

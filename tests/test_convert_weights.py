@@ -6,6 +6,7 @@ converted, loaded *strictly* into mmseg's ``VisionTransformer`` and checked
 to give the same last-layer patch features as timm's ``forward_features``.
 """
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -430,7 +431,7 @@ def test_vit_large_patch16_384_all_layouts():
 
 # ----------------------------------------------------------------- errors
 def _error(path, **kwargs) -> str:
-    with pytest.raises(ConversionError) as info:
+    with pytest.raises(ConversionError, match=re.escape(str(path))) as info:
         convert_file(path, **kwargs)
     msg = str(info.value)
     assert str(path) in msg, msg

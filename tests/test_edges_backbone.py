@@ -107,7 +107,8 @@ def test_positional_arguments_as_mmseg():
 
 # ------------------------------------------------------------ messages
 def test_too_many_proxy_prompts_names_num_proxy_prompts():
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(ValueError,
+                       match=r'^num_proxy_prompts \(10\)') as info:
         PromptedVisionTransformer(**TINY_VIT, num_classes=8,
                                   num_proxy_prompts=10)
     assert str(info.value).startswith('num_proxy_prompts (10)')
@@ -119,7 +120,7 @@ def test_too_many_proxy_prompts_names_num_proxy_prompts():
 
 
 def test_misspelt_argument_names_the_backbone():
-    with pytest.raises(TypeError) as info:
+    with pytest.raises(TypeError, match="did you mean 'num_prompts'") as info:
         PromptedVisionTransformer(**TINY_VIT, num_promts=3)
     msg = str(info.value)
     assert "PromptedVisionTransformer got an unexpected argument " \

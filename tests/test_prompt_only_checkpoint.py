@@ -206,7 +206,8 @@ def test_moved_or_missing_pretrained_file(saved):
         init_model(cfg_path, str(tmp / 'prompts.pth'), device='cpu')
     # init_cfg file missing too: names both.
     model = MODELS.build(model_cfg(tmp / 'gone.pth'))
-    with pytest.raises(RuntimeError) as err:
+    with pytest.raises(RuntimeError,
+                       match='it needs the pretrained backbone') as err:
         load_checkpoint(model, str(tmp / 'prompts.pth'))
     msg = str(err.value)
     assert 'prompt-only checkpoint: it needs the pretrained backbone' in msg
@@ -291,7 +292,7 @@ def test_relative_recorded_path(tmp_path, monkeypatch):
     torch.testing.assert_close(outputs(model, x)[1], ref, rtol=0, atol=0)
     # Neither resolves: both are named.
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(RuntimeError) as err:
+    with pytest.raises(RuntimeError, match="'pretrain/vit.pth'") as err:
         init_model(str(run_b / 'cfg.py'), str(run_b / 'prompts.pth'),
                    device='cpu')
     assert record['abs_checkpoint'] in str(err.value)
@@ -432,7 +433,8 @@ def test_extract_prompts_checks_the_config_pretrained_file(saved, capsys):
     other = tmp / 'vit_other.pth'
     save_vit(other, 1)
     out = tmp / 'extracted.pth'
-    with pytest.raises(SystemExit) as info:
+    with pytest.raises(SystemExit,
+                       match='^error: the frozen backbone weights') as info:
         extract([config_file(tmp, other, 'wrong.py'), str(tmp / 'full.pth'),
                  str(out)])
     msg = str(info.value)
@@ -467,7 +469,7 @@ def test_init_model_with_a_moved_pretrained_file(saved, monkeypatch):
     moved.parent.mkdir()
     shutil.move(pretrained, moved)
     monkeypatch.delenv('DAVPT_PRETRAINED', raising=False)
-    with pytest.raises(RuntimeError) as err:
+    with pytest.raises(RuntimeError, match='DAVPT_PRETRAINED=PATH') as err:
         init_model(cfg_path, str(tmp / 'prompts.pth'), device='cpu')
     assert 'DAVPT_PRETRAINED=PATH' in str(err.value)
     assert 'mmseg.apis.init_model' in str(err.value)

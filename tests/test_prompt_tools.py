@@ -73,7 +73,8 @@ def test_visualize_prompts(toy, which, extra):
         _png(out / (Path(img).stem + '.png'))
 
 
-def test_visualize_prompts_without_annotation_and_duplicate_names(toy):
+def test_visualize_prompts_without_annotation_and_duplicate_names(toy,
+                                                                  capsys):
     cfg, _, ckpt = toy['vpt']
     out = toy['tmp'] / 'sheets_plain'
     img = toy['images'][0]
@@ -82,9 +83,11 @@ def test_visualize_prompts_without_annotation_and_duplicate_names(toy):
     stem = Path(img).stem
     _png(out / f'{stem}.png')
     _png(out / f'{stem}_1.png')
-    with pytest.raises(SystemExit):  # one annotation per image
+    capsys.readouterr()
+    with pytest.raises(SystemExit, match='^2$'):  # argparse's usage error
         visualize_prompts([str(cfg), str(ckpt), img, '--out', str(out),
                            '--ann', *toy['anns']])
+    assert '--ann needs one annotation per image' in capsys.readouterr().err
 
 
 def test_visualize_mapping(toy):
