@@ -209,7 +209,10 @@ def test_kmeans_layer_norm_ignores_row_offset_and_scale():
 
 
 def test_kmeans_timing_sanity():
-    """Timing printed for the report only (never asserted)."""
+    """A mapping update clusters ~150 class means: it must stay a few ms.
+    Measured median 0.52 ms (max 0.84 ms) on 2 shared CPU cores; the bound
+    is 100x that, so only a complexity regression (e.g. a per-point Python
+    loop) fails it."""
     points = torch.randn(150, 1024, generator=torch.Generator().manual_seed(0))
     cosine_kmeans(points, 10, generator=torch.Generator().manual_seed(0))
     times = []
@@ -219,9 +222,8 @@ def test_kmeans_timing_sanity():
             points, 10, generator=torch.Generator().manual_seed(seed))
         times.append(time.perf_counter() - start)
     times.sort()
-    print(f'\ncosine_kmeans 150x1024, k=10: median '
-          f'{1e3 * times[len(times) // 2]:.2f} ms, max {1e3 * times[-1]:.2f} '
-          'ms')
+    median = times[len(times) // 2]
+    assert median < 0.05, f'cosine_kmeans 150x1024, k=10: {median:.3f} s'
 
 
 # ---------------------------------------------------------------------------
