@@ -8,7 +8,6 @@ mmengine loads them there (full unpickling, with a warning), and that the
 tensor-only loader still refuses code.
 """
 import os
-import os.path as osp
 
 import pytest
 import torch
@@ -19,9 +18,8 @@ import davpt_seg.utils.checkpoint as checkpoint_module
 from davpt_seg.utils import (UnsafeCheckpointError, install_checkpoint_loader,
                              load_training_checkpoint, load_weights)
 from davpt_seg.utils.checkpoint import scoped_allowlist_supported
-from test_checkpoint_loading import (SAVED_ITERS, assert_same,  # noqa: F401
-                                     isolate, isolated_mmengine_globals,
-                                     make_runner)
+from helpers.mmengine_runs import (SAVED_ITERS, assert_same,  # noqa: F401
+                                   isolate, make_runner, mmengine_ckpt)
 
 #: Allowlist APIs and the torch version that added them.
 ALLOWLIST_APIS = ('add_safe_globals', 'get_safe_globals', 'clear_safe_globals',
@@ -41,15 +39,6 @@ class Torch25SafeGlobals:
 
     def __exit__(self, *exc):
         return False
-
-
-@pytest.fixture(scope='module')
-def mmengine_ckpt(tmp_path_factory):
-    """A checkpoint written by mmengine's ``CheckpointHook``."""
-    work_dir = tmp_path_factory.mktemp('train')
-    with isolated_mmengine_globals():
-        make_runner(work_dir, max_iters=SAVED_ITERS).train()
-    return osp.join(work_dir, f'iter_{SAVED_ITERS}.pth')
 
 
 @pytest.fixture(params=['torch2.1', 'torch2.5'])
