@@ -132,6 +132,7 @@ def test_latest_valid_checkpoint_skips_truncated_files(tmp_path):
                                                          'iter_20.pth')
 
 
+@pytest.mark.slow
 def test_missing_inputs_are_clear_errors(tmp_path):
     proc = subprocess.run(TOOL + ['--preset', 'cpu', '--work-dir',
                                   str(tmp_path)],

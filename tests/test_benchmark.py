@@ -46,6 +46,7 @@ def result(tmp_path_factory):
     return data, md
 
 
+@pytest.mark.slow
 def test_every_row_and_figure(result):
     data, _ = result
     rows = {r['id']: r for r in data['rows']}
@@ -82,6 +83,7 @@ def test_every_row_and_figure(result):
     assert all(p[k] == 0 for k in INFER_ROWS)
 
 
+@pytest.mark.slow
 def test_extras_targets_and_meta(result):
     data, md = result
     meta = data['meta']

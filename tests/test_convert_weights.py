@@ -382,6 +382,7 @@ def test_prompted_backbone_matches_timm(layout, tiny, tmp_path):
     assert (out - ref).abs().max() / ref.abs().max() < 1e-4
 
 
+@pytest.mark.slow
 def test_vit_large_patch16_384_all_layouts():
     """Real ViT-L/16-384 architecture (24 blocks, 1024 dims, 16 heads,
     24x24 pos grid), random weights, in every layout.

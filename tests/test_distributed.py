@@ -54,6 +54,7 @@ def dist_run(tmp_path_factory):
                 ckpt=work / f'iter_{ITERS}.pth')
 
 
+@pytest.mark.slow
 def test_dist_train_completes_on_cpu_with_gloo(dist_run):
     assert dist_run['ckpt'].is_file()
     log = dist_run['log']
@@ -66,6 +67,7 @@ def test_dist_train_completes_on_cpu_with_gloo(dist_run):
     assert [p['rank'] for p in dist_run['probes']] == [0, 1]
 
 
+@pytest.mark.slow
 def test_ddp_without_find_unused_parameters(dist_run):
     for p in dist_run['probes']:
         assert p['wrapper'] == 'MMDistributedDataParallel'
@@ -75,6 +77,7 @@ def test_ddp_without_find_unused_parameters(dist_run):
     assert a['final_prompts'] == b['final_prompts']
 
 
+@pytest.mark.slow
 def test_every_rank_holds_the_same_mapping_after_each_update(dist_run):
     a, b = dist_run['probes']
     assert [u['iter'] for u in a['updates']] == [0, INTERVAL - 1, ITERS - 1]
@@ -88,6 +91,7 @@ def test_every_rank_holds_the_same_mapping_after_each_update(dist_run):
     assert [u['num_updates'] for u in a['updates']] == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_statistics_come_from_both_ranks(dist_run):
     a, b = dist_run['probes']
     # Initial pass: the DefaultSampler splits the 32 images over 2 ranks.
@@ -103,6 +107,7 @@ def test_statistics_come_from_both_ranks(dist_run):
         assert ua['local_count'] != ub['local_count']
 
 
+@pytest.mark.slow
 def test_checkpoint_at_a_due_update_holds_the_updated_mapping(dist_run):
     ckpt = load_training_checkpoint(str(dist_run['ckpt']))
     state = ckpt['state_dict']
@@ -122,6 +127,7 @@ def _test_metrics(work):
     return json.loads(path.read_text().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_two_process_evaluation_equals_one_process(dist_run):
     tmp, cfg, ckpt = dist_run['tmp'], dist_run['cfg'], dist_run['ckpt']
     run_tool([sys.executable, 'tools/test.py', cfg, ckpt, '--work-dir',

@@ -38,6 +38,8 @@ from helpers.processes import (descendants, free_port, kill_tree, run_tool,
                                start_and_kill)
 from helpers.toy_run import assert_same_training_checkpoint, toy_run_config
 
+pytestmark = pytest.mark.slow  # three 2-process runs (~65 s)
+
 INTERVAL = 3  # mapping updates after iterations 3 and 6
 N = 4  # checkpoint (and interruption) iteration: between the two updates
 ITERS = 7  # one iteration after the last update; final checkpoint at 7

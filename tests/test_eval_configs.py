@@ -124,6 +124,7 @@ def _check_report(out: str):
     return float(m.group(1))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('family', sorted(FAMILIES))
 def test_single_and_multi_scale_miou(family, toy_root, tmp_path):
     config = _write_config(family, toy_root, tmp_path)

@@ -114,6 +114,7 @@ def test_sync_bn_to_bn_builds_a_model_without_sync_batchnorm():
     assert count(after, torch.nn.BatchNorm2d) == n
 
 
+@pytest.mark.slow
 def test_two_cpu_processes_train_a_sync_bn_config(tmp):
     """tools/dist_train.sh with 2 gloo processes on a toy variant whose
     decode head has SyncBN (as the real configs' heads)."""
@@ -138,6 +139,7 @@ def test_two_cpu_processes_train_a_sync_bn_config(tmp):
 
 
 # ------------------------------------------------------------- --show-dir
+@pytest.mark.slow
 def test_show_dir_paints_every_test_image(trained8, tmp):
     cfg, ckpt = trained8
     show = tmp / 'show'
@@ -155,6 +157,7 @@ def test_show_dir_paints_every_test_image(trained8, tmp):
     assert f'painted images in {images}' in out
 
 
+@pytest.mark.slow
 def test_show_dir_keeps_an_interval_the_config_sets(trained8, tmp):
     cfg, ckpt = trained8
     show = tmp / 'show10'
@@ -182,6 +185,7 @@ def six_class_base(tmp: Path) -> Path:
     return write(tmp / 'toy6_base.py', text)
 
 
+@pytest.mark.slow
 def test_finetune_on_another_class_count(trained8, tmp):
     _, ckpt8 = trained8
     cfg = toy_run_config(tmp / 'toy6', ITERS, checkpoint_interval=ITERS,

@@ -378,6 +378,7 @@ def test_float_rounding_differences_are_accepted_real_ones_are_not(saved):
                         str(tmp / 'prompts.pth'))
 
 
+@pytest.mark.slow
 def test_hook_in_a_real_run_then_init_model(tmp_path):
     """tools/train.py with PromptOnlyCheckpointHook writes prompt-only
     checkpoints carrying the record; init_model loads one with the frozen

@@ -25,6 +25,8 @@ from helpers.davpt_probes import MAPPING_BUFFERS, digest
 from helpers.processes import run_python, start_and_kill
 from helpers.toy_run import assert_same_training_checkpoint, toy_run_config
 
+pytestmark = pytest.mark.slow  # trains 3 toy runs (~45 s)
+
 N = 6  # checkpoint interval; also a mapping update (interval 3)
 ITERS = 2 * N
 STALL = N + 2  # the killed run is stopped two iterations past the checkpoint
