@@ -23,7 +23,6 @@ digest includes the BatchNorm running statistics, which are per rank (DDP
 runs with ``broadcast_buffers=False``, and a checkpoint holds rank 0's): it
 is compared on rank 0, and on rank 1 only where the expected value is known.
 """
-import json
 import signal
 import time
 from pathlib import Path
@@ -33,7 +32,8 @@ import torch
 
 from davpt_seg.datasets import generate_toy_dataset
 from davpt_seg.utils import load_training_checkpoint
-from helpers.davpt_probes import MAPPING_BUFFERS, digest
+from helpers.davpt_probes import (MAPPING_BUFFERS, digest, read_probe,
+                                  resume_probes)
 from helpers.processes import (descendants, free_port, kill_tree, run_tool,
                                start_and_kill)
 from helpers.toy_run import assert_same_training_checkpoint, toy_run_config
@@ -58,17 +58,12 @@ def dist_train(cfg, work, *extra, timeout=300):
                      work, *extra], PORT=str(free_port()), timeout=timeout)
 
 
-def _probe(work, name, rank):
-    path = work / f'{name}_rank{rank}.json'
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
 def dist_train_and_kill(cfg, work, timeout=300):
     """Start a 2-process run that stalls after iteration STALL on both
     ranks; SIGKILL every process of it there."""
     def stalled():
         return (work / 'stalled').exists() and all(
-            str(STALL) in _probe(work, 'state_probe', r) for r in RANKS)
+            str(STALL) in read_probe(work, 'state_probe', r) for r in RANKS)
 
     def kill(proc):
         workers = descendants(proc.pid)
@@ -115,22 +110,16 @@ custom_hooks = {hooks[:-1]}    dict(type='StallHook', at={STALL}),
     killed = dict(
         last=(cut / 'last_checkpoint').read_text().strip(),
         files=sorted(p.name for p in cut.glob('*.pth')),
-        state=[_probe(cut, 'state_probe', r) for r in RANKS],
-        mapping=[_probe(cut, 'mapping_probe', r) for r in RANKS])
+        state=[read_probe(cut, 'state_probe', r) for r in RANKS],
+        mapping=[read_probe(cut, 'mapping_probe', r) for r in RANKS])
     resumed_log = dist_train(base, cut, '--resume')
     t3 = time.time()
     print(f'\nuninterrupted {t1 - t0:.1f}s, killed {t2 - t1:.1f}s, '
           f'resumed {t3 - t2:.1f}s')
 
-    def probes(work, name):
-        return [_probe(work, name, r) for r in RANKS]
-
     return dict(full=full, cut=cut, full_log=full_log,
                 resumed_log=resumed_log, killed=killed,
-                full_state=probes(full, 'state_probe'),
-                resumed_state=probes(cut, 'state_probe'),
-                full_mapping=probes(full, 'mapping_probe'),
-                resumed_mapping=probes(cut, 'mapping_probe'))
+                **resume_probes(full, cut, RANKS))
 
 
 def test_runs_are_distributed_and_the_kill_came_after_the_checkpoint(runs):

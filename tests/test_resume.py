@@ -11,7 +11,6 @@ uninterrupted one: the class draws are seeded by (seed, iteration, rank),
 mmengine skips the consumed batches, and DAVPTHook's initial pass (which the
 resumed run skips) leaves the global RNG states untouched.
 """
-import json
 import os
 import signal
 import sys
@@ -21,7 +20,8 @@ import torch
 
 from davpt_seg.datasets import generate_toy_dataset
 from davpt_seg.utils import load_training_checkpoint
-from helpers.davpt_probes import MAPPING_BUFFERS, digest
+from helpers.davpt_probes import (MAPPING_BUFFERS, digest, read_probe,
+                                  resume_probes)
 from helpers.processes import run_python, start_and_kill
 from helpers.toy_run import assert_same_training_checkpoint, toy_run_config
 
@@ -75,18 +75,12 @@ custom_hooks = {hooks[:-1]}    dict(type='StallHook', at={STALL}),
         last=(cut / 'last_checkpoint').read_text().strip(),
         files=sorted(p.name for p in cut.glob('*.pth')),
         stalled_at=int((cut / 'stalled').read_text()),
-        probe=json.loads((cut / 'state_probe_rank0.json').read_text()))
+        probe=read_probe(cut, 'state_probe'))
     resumed_log = train(base, cut, '--resume')
-
-    def probe(work, name):
-        return json.loads((work / f'{name}_rank0.json').read_text())
 
     return dict(full=full, cut=cut, full_log=full_log,
                 resumed_log=resumed_log, killed=killed,
-                full_state=probe(full, 'state_probe'),
-                resumed_state=probe(cut, 'state_probe'),
-                full_mapping=probe(full, 'mapping_probe'),
-                resumed_mapping=probe(cut, 'mapping_probe'))
+                **resume_probes(full, cut))
 
 
 STATE_KEYS = ('prompts', 'heads', 'optimizer', 'lr', 'scheduler', 'mapping',
