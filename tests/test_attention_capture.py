@@ -4,10 +4,10 @@ prompts | image]`` sequence, rows sum to one, the layout names the rows, and
 the forward's outputs do not change."""
 import pytest
 import torch
-import torch.nn.functional as F
 
 import davpt_seg  # noqa: F401
 from davpt_seg.models.backbones import PromptedVisionTransformer
+from helpers.vit import explicit_vpt_forward
 
 TINY = dict(img_size=(32, 32), patch_size=8, embed_dims=32, num_layers=3,
             num_heads=4, mlp_ratio=2, qkv_bias=True, drop_rate=0.,
@@ -17,33 +17,7 @@ TINY = dict(img_size=(32, 32), patch_size=8, embed_dims=32, num_layers=3,
 def reference_attention(m, x):
     """Explicit VPT-Deep forward on ``[CLS | registers | prompts | image]``:
     per layer the [B, heads, T, T] attention probabilities in that order."""
-    B = x.shape[0]
-    t, _, _ = m.embed_tokens(x, m.with_cls_token)
-    lead = int(m.with_cls_token) + m.num_register_tokens
-    maps = {}
-    for i, layer in enumerate(m.layers):
-        p = m.layer_prompts(i)
-        n = 0 if p is None else p.shape[0]
-        if n:
-            t = torch.cat([t[:, :lead], p.expand(B, -1, -1), t[:, lead:]], 1)
-        mha = layer.attn.attn
-        C, H = t.shape[-1], mha.num_heads
-        w, b = mha.in_proj_weight, mha.in_proj_bias
-        if m.kv_bias_delta is not None:
-            b = b + F.pad(m.kv_bias_delta[i].flatten(), (C, 0))
-        h = layer.norm1(t)
-        q = F.linear(h, w[:C], b[:C])
-        k = F.linear(h, w[C:2 * C], b[C:2 * C])
-        v = F.linear(h, w[2 * C:], b[2 * C:])
-        split = lambda z: z.view(B, -1, H, C // H).transpose(1, 2)  # noqa
-        attn = (split(q) @ split(k).transpose(-1, -2) / (C // H)**0.5
-                ).softmax(-1)
-        maps[i] = attn
-        o = (attn @ split(v)).transpose(1, 2).reshape(B, -1, C)
-        t = t + F.linear(o, mha.out_proj.weight, mha.out_proj.bias)
-        t = layer.ffn(layer.norm2(t), identity=t)
-        t = torch.cat([t[:, :lead], t[:, lead + n:]], 1)
-    return maps
+    return {i: lay.attn for i, lay in explicit_vpt_forward(m, x)[1].items()}
 
 
 def to_documented_order(attn, lay):

@@ -4,13 +4,10 @@ themselves are not checked). The tiny preset's ratios mean nothing, so its
 targets carry no met/MISSED verdict."""
 import json
 import math
-import os
-import subprocess
-import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers.processes import run_python
 
 TRAIN_ROWS = ('full_ft', 'frozen_ft', 'vpt', 'davpt', 'davpt_plus',
               'davpt_cp', 'davpt_cp_heads', 'full_ft_amp', 'vpt_amp', 'davpt_amp',
@@ -42,19 +39,15 @@ def finite(x):
 @pytest.fixture(scope='module')
 def result(tmp_path_factory):
     out = tmp_path_factory.mktemp('bench')
-    env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
-    cmd = [sys.executable, os.path.join(ROOT, 'tools', 'benchmark.py'),
-           '--preset', 'tiny', '--device', 'cpu', '--threads', '1', '--amp',
-           '--out-dir', str(out)]
-    res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True,
-                         text=True, timeout=300)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    run_python('tools/benchmark.py', '--preset', 'tiny', '--device', 'cpu',
+               '--threads', '1', '--amp', '--out-dir', out)
     with open(out / 'benchmark.json') as f:
         data = json.load(f)
     md = (out / 'benchmark.md').read_text()
     return data, md
 
 
+@pytest.mark.slow
 def test_every_row_and_figure(result):
     data, _ = result
     rows = {r['id']: r for r in data['rows']}
@@ -91,6 +84,7 @@ def test_every_row_and_figure(result):
     assert all(p[k] == 0 for k in INFER_ROWS)
 
 
+@pytest.mark.slow
 def test_extras_targets_and_meta(result):
     data, md = result
     meta = data['meta']

@@ -2,7 +2,6 @@
 IoU metric against mmseg's IoUMetric, and the DINOv2-S/14 CamVid configs
 (build, parameter counts, what trains, one CPU step at small input)."""
 import copy
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,9 +19,10 @@ from davpt_seg.datasets.camvid_like import generate_camvid_like
 from davpt_seg.engine.hooks.param_report_hook import parameter_report
 from davpt_seg.evaluation import ClassIoUMetric
 from davpt_seg.models.backbones import PromptedVisionTransformer
+from helpers import CONFIG_DIR
 
 init_default_scope('mmseg')
-CONFIG_DIR = Path(__file__).resolve().parents[1] / 'configs' / 'camvid'
+CAMVID_CONFIGS = CONFIG_DIR / 'camvid'
 VARIANTS = ('heads', 'vpt', 'davpt', 'davptplus', 'davpt_kpp', 'davpt_g4',
             'full')
 # Trainable parameters: heads 0.815M (decode 592,523 + aux 222,795); VPT
@@ -124,7 +124,8 @@ def test_class_iou_metric_matches_iou_metric():
 @pytest.fixture(scope='module', params=VARIANTS)
 def built(request):
     cfg = Config.fromfile(
-        str(CONFIG_DIR / f'{request.param}_dinov2-s14_setr-pup_camvid.py'))
+        str(CAMVID_CONFIGS /
+            f'{request.param}_dinov2-s14_setr-pup_camvid.py'))
     torch.manual_seed(0)
     return request.param, cfg, MODELS.build(copy.deepcopy(cfg.model))
 

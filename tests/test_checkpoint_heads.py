@@ -10,14 +10,16 @@ import pytest
 import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
-from mmengine.structures import PixelData
 from mmseg.registry import MODELS
-from mmseg.structures import SegDataSample
 
 import davpt_seg  # noqa: F401
 from davpt_seg.models.segmentors import CheckpointEncoderDecoder
+from helpers import TOY_CONFIG
+from helpers.batches import seg_batch
+from helpers.processes import run_python
+from helpers.toy_run import read_scalars
 
-CFG = 'configs/davpt_setr_toy.py'
+CFG = str(TOY_CONFIG)
 
 
 def _build(type_, dropout=0., with_cp=False, **kwargs):
@@ -37,17 +39,14 @@ def _batch(n=2, size=64, num_classes=8):
     g = torch.Generator().manual_seed(1)
     inputs = [torch.randint(0, 256, (3, size, size), generator=g,
                             dtype=torch.uint8) for _ in range(n)]
-    samples = []
+    labels = []
     for _ in range(n):
-        label = torch.randint(0, num_classes, (1, size // 8, size // 8),
+        label = torch.randint(0, num_classes, (size // 8, size // 8),
                               generator=g)
-        label = label.repeat_interleave(8, 1).repeat_interleave(8, 2)
-        label[:, :4] = 255
-        ds = SegDataSample(gt_sem_seg=PixelData(data=label))
-        ds.set_metainfo(dict(img_shape=(size, size), ori_shape=(size, size),
-                             pad_shape=(size, size)))
-        samples.append(ds)
-    return dict(inputs=inputs, data_samples=samples)
+        label = label.repeat_interleave(8, 0).repeat_interleave(8, 1)
+        label[:4] = 255
+        labels.append(label)
+    return seg_batch(inputs, labels)
 
 
 def _loss_and_grads(model, data, seed=0):
@@ -160,18 +159,11 @@ def test_train_with_cp_flag(tmp_path):
     """``tools/train.py --with-cp`` trains the toy config with both the
     backbone's and the heads' checkpointing, and says so in the dumped
     config."""
-    import json
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
     from davpt_seg.datasets import generate_toy_dataset
-    root = Path(__file__).resolve().parents[1]
     data = tmp_path / 'toy_ade'
     generate_toy_dataset(str(data), num_train=8, num_val=2)
     cfg = tmp_path / 'toy_cp.py'
-    cfg.write_text(f"""_base_ = [{str(root / CFG)!r}]
+    cfg.write_text(f"""_base_ = [{str(TOY_CONFIG)!r}]
 data_root = {str(data)!r}
 train_dataloader = dict(dataset=dict(data_root=data_root))
 val_dataloader = dict(dataset=dict(data_root=data_root))
@@ -180,18 +172,13 @@ train_cfg = dict(max_iters=4, val_interval=100)
 default_hooks = dict(checkpoint=dict(interval=100), logger=dict(interval=2))
 """)
     work = tmp_path / 'work'
-    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore')
-    proc = subprocess.run(
-        [sys.executable, 'tools/train.py', str(cfg), '--work-dir',
-         str(work), '--with-cp'], cwd=root, env=env, capture_output=True,
-        text=True, timeout=600)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
+    run_python('tools/train.py', cfg, '--work-dir', work, '--with-cp',
+               timeout=600)
     dumped = Config.fromfile(str(work / 'toy_cp.py'))
     assert dumped.model.type == 'CheckpointEncoderDecoder'
     assert dumped.model.checkpoint_heads is True
     assert dumped.model.backbone.with_cp is True
-    [scalars] = list(work.glob('*/vis_data/scalars.json'))
-    logged = [json.loads(line) for line in scalars.read_text().splitlines()]
+    logged = read_scalars(work)
     losses = [r['decode.loss_ce'] for r in logged if 'decode.loss_ce' in r]
     assert losses and all(torch.isfinite(torch.tensor(losses)))
     assert any('loss_davpt_token' in r for r in logged)

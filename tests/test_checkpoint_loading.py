@@ -9,63 +9,28 @@ the loader is installed.
 """
 import copy
 import os
-import os.path as osp
 import pickle
-import uuid
-from collections import OrderedDict
-from collections.abc import Mapping
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 from mmengine.hooks import Hook
-from mmengine.logging import HistoryBuffer, MessageHub, MMLogger
-from mmengine.model import BaseModel, BaseModule
-from mmengine.runner import CheckpointLoader, Runner
-from mmengine.registry import DefaultScope
+from mmengine.logging import HistoryBuffer
+from mmengine.model import BaseModule
+from mmengine.runner import CheckpointLoader
 from mmengine.runner.checkpoint import load_from_local, load_from_openmmlab
-from mmengine.visualization import Visualizer
 from safetensors.torch import save_file
-from torch.utils.data import Dataset
 
 from davpt_seg.compat import install_checkpoint_loader
 from davpt_seg.weights import (TRUST_ENV_VAR, CheckpointError,
                                CheckpointNotFoundError, UnsafeCheckpointError,
                                load_from_local_safe, load_training_checkpoint,
                                load_weights)
+from helpers.mmengine_runs import (SAVED_ITERS, assert_same,  # noqa: F401
+                                   isolate, make_runner, mmengine_ckpt)
 
 LOADERS = [load_weights, load_training_checkpoint]
-SAVED_ITERS = 4
-
-
-class ToyModel(BaseModel):
-    """``y = Wx + b`` trained with an MSE loss."""
-
-    def __init__(self):
-        super().__init__()
-        self.linear = nn.Linear(2, 1)
-
-    def forward(self, inputs, labels=None, mode='tensor'):
-        outputs = self.linear(inputs)
-        if mode == 'loss':
-            return dict(loss=((outputs - labels)**2).mean())
-        return outputs
-
-
-class ToyDataset(Dataset):
-    """Eight ``(inputs, labels)`` pairs with mmseg-like metainfo."""
-
-    metainfo = dict(
-        classes=('background', 'object'), palette=[[0, 0, 0], [255, 0, 0]])
-
-    def __len__(self):
-        return 8
-
-    def __getitem__(self, index):
-        return dict(inputs=torch.full((2, ), float(index)),
-                    labels=torch.ones(1))
 
 
 class Opaque:
@@ -96,100 +61,10 @@ class RecordStateHook(Hook):
         self.iters.append(runner.iter)
 
 
-def make_runner(work_dir, max_iters, **kwargs):
-    """A tiny iteration-based runner; every runner gets its own name so
-    that runners in one process do not share a MessageHub."""
-    return Runner(
-        model=ToyModel(),
-        work_dir=str(work_dir),
-        experiment_name=f'ckpt_test_{uuid.uuid4().hex}',
-        train_dataloader=dict(
-            dataset=ToyDataset(),
-            sampler=dict(type='DefaultSampler', shuffle=True),
-            collate_fn=dict(type='default_collate'),
-            batch_size=2,
-            num_workers=0),
-        optim_wrapper=dict(
-            optimizer=dict(type='SGD', lr=0.01, momentum=0.9)),
-        param_scheduler=[
-            dict(type='LinearLR', start_factor=0.1, by_epoch=False,
-                 begin=0, end=2),
-            dict(type='PolyLR', by_epoch=False, begin=2, end=8),
-        ],
-        train_cfg=dict(by_epoch=False, max_iters=max_iters),
-        default_hooks=dict(
-            checkpoint=dict(type='CheckpointHook', by_epoch=False,
-                            interval=2),
-            logger=dict(type='LoggerHook', interval=1)),
-        randomness=dict(seed=0),
-        default_scope='mmengine',
-        **kwargs)
-
-
-@contextmanager
-def isolated_mmengine_globals():
-    """Forget the default scope, message hub, logger and visualizer that a
-    Runner makes "current", so that later tests (e.g. ``MODELS.build`` in
-    the mmseg scope) do not see this file's ``default_scope='mmengine'``."""
-    managers = (DefaultScope, MessageHub, MMLogger, Visualizer)
-    saved = {cls: OrderedDict(cls._instance_dict) for cls in managers}
-    try:
-        yield
-    finally:
-        for cls, instances in saved.items():
-            cls._instance_dict.clear()
-            cls._instance_dict.update(instances)
-
-
-@pytest.fixture(scope='module')
-def mmengine_ckpt(tmp_path_factory):
-    """Path of a checkpoint written by mmengine after 4 iterations."""
-    work_dir = tmp_path_factory.mktemp('train')
-    with isolated_mmengine_globals():
-        make_runner(work_dir, max_iters=SAVED_ITERS).train()
-    path = osp.join(work_dir, f'iter_{SAVED_ITERS}.pth')
-    assert osp.isfile(path)
-    return path
-
-
 @pytest.fixture
 def trusted_ckpt(mmengine_ckpt):
     """The checkpoint read with full unpickling (we wrote it: trusted)."""
     return torch.load(mmengine_ckpt, map_location='cpu', weights_only=False)
-
-
-@pytest.fixture(autouse=True)
-def isolate(monkeypatch):
-    """Undo ``install_checkpoint_loader``, the trust opt-in and the mmengine
-    globals of any Runner built in the test."""
-    monkeypatch.setattr(CheckpointLoader, '_schemes',
-                        OrderedDict(CheckpointLoader._schemes))
-    monkeypatch.delenv(TRUST_ENV_VAR, raising=False)
-    with isolated_mmengine_globals():
-        yield
-
-
-def assert_same(actual, expected, where='checkpoint'):
-    """Recursive equality for tensors, arrays, containers and objects."""
-    assert type(actual) is type(expected), where
-    if isinstance(expected, torch.Tensor):
-        assert torch.equal(actual, expected), where
-    elif isinstance(expected, np.ndarray):
-        assert actual.dtype == expected.dtype, where
-        np.testing.assert_array_equal(actual, expected, err_msg=where)
-    elif isinstance(expected, Mapping):
-        # Key order is not significant (safetensors sorts keys).
-        assert set(actual) == set(expected), where
-        for key in expected:
-            assert_same(actual[key], expected[key], f'{where}[{key!r}]')
-    elif isinstance(expected, (list, tuple)):
-        assert len(actual) == len(expected), where
-        for i, (a, e) in enumerate(zip(actual, expected)):
-            assert_same(a, e, f'{where}[{i}]')
-    elif hasattr(expected, '__dict__') and not isinstance(expected, type):
-        assert_same(vars(actual), vars(expected), f'{where}.__dict__')
-    else:
-        assert actual == expected, where
 
 
 # -- the problem ------------------------------------------------------------
@@ -200,7 +75,7 @@ def test_plain_torch_load_refuses_mmengine_checkpoint(mmengine_ckpt):
     with pytest.raises(pickle.UnpicklingError, match='Weights only load'):
         torch.load(mmengine_ckpt)
     # ... which is what mmengine's own local loader does.
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(pickle.UnpicklingError, match='Weights only load'):
         load_from_local(mmengine_ckpt, map_location='cpu')
 
 
@@ -227,7 +102,7 @@ def test_training_checkpoint_equals_full_unpickling(mmengine_ckpt,
 
     # The allowlist was scoped to the call: nothing leaked into torch.
     assert set(torch.serialization.get_safe_globals()) == safe_globals_before
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(pickle.UnpicklingError, match='Weights only load'):
         torch.load(mmengine_ckpt)
 
 
@@ -248,7 +123,8 @@ def test_getattr_is_restricted_to_history_buffer_statistics(tmp_path):
     """``builtins.getattr`` only resolves ``HistoryBuffer.min/max/...``."""
     path = str(tmp_path / 'getattr.pth')
     torch.save({'method': HistoryBuffer.update}, path)
-    with pytest.raises(UnsafeCheckpointError) as info:
+    with pytest.raises(UnsafeCheckpointError,
+                       match=r'HistoryBuffer\.update') as info:
         load_training_checkpoint(path)
     assert 'HistoryBuffer.update' in str(info.value)
     assert path in str(info.value)
@@ -260,7 +136,7 @@ def test_getattr_is_restricted_to_history_buffer_statistics(tmp_path):
 def test_training_loader_refuses_code(tmp_path):
     path = str(tmp_path / 'system.pth')
     torch.save({'state_dict': {}, 'hook': os.system}, path)
-    with pytest.raises(UnsafeCheckpointError) as info:
+    with pytest.raises(UnsafeCheckpointError, match=r'\.system') as info:
         load_training_checkpoint(path)
     assert f'{os.system.__module__}.system' in info.value.unsafe_globals
     assert path in str(info.value)
@@ -365,7 +241,8 @@ def test_load_weights_pth_and_safetensors(tmp_path):
 
 
 def test_load_weights_refuses_training_checkpoint(mmengine_ckpt):
-    with pytest.raises(UnsafeCheckpointError) as info:
+    with pytest.raises(UnsafeCheckpointError,
+                       match='load_training_checkpoint') as info:
         load_weights(mmengine_ckpt)
     message = str(info.value)
     assert mmengine_ckpt in message
@@ -378,7 +255,7 @@ def test_custom_class_refused_unless_trusted(loader, tmp_path, monkeypatch):
     path = str(tmp_path / 'custom.pth')
     torch.save({'state_dict': {'w': torch.ones(1)}, 'extra': Opaque(3)}, path)
 
-    with pytest.raises(UnsafeCheckpointError) as info:
+    with pytest.raises(UnsafeCheckpointError, match='Opaque') as info:
         loader(path)
     message = str(info.value)
     qualified = f'{Opaque.__module__}.{Opaque.__qualname__}'

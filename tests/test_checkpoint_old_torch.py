@@ -8,7 +8,6 @@ mmengine loads them there (full unpickling, with a warning), and that the
 tensor-only loader still refuses code.
 """
 import os
-import os.path as osp
 
 import pytest
 import torch
@@ -20,9 +19,8 @@ from davpt_seg.compat import install_checkpoint_loader
 from davpt_seg.weights import (UnsafeCheckpointError, load_from_local_safe,
                                load_training_checkpoint, load_weights)
 from davpt_seg.weights.allowlist import scoped_allowlist_supported
-from test_checkpoint_loading import (SAVED_ITERS, assert_same,  # noqa: F401
-                                     isolate, isolated_mmengine_globals,
-                                     make_runner)
+from helpers.mmengine_runs import (SAVED_ITERS, assert_same,  # noqa: F401
+                                   isolate, make_runner, mmengine_ckpt)
 
 #: Allowlist APIs and the torch version that added them.
 ALLOWLIST_APIS = ('add_safe_globals', 'get_safe_globals', 'clear_safe_globals',
@@ -42,15 +40,6 @@ class Torch25SafeGlobals:
 
     def __exit__(self, *exc):
         return False
-
-
-@pytest.fixture(scope='module')
-def mmengine_ckpt(tmp_path_factory):
-    """A checkpoint written by mmengine's ``CheckpointHook``."""
-    work_dir = tmp_path_factory.mktemp('train')
-    with isolated_mmengine_globals():
-        make_runner(work_dir, max_iters=SAVED_ITERS).train()
-    return osp.join(work_dir, f'iter_{SAVED_ITERS}.pth')
 
 
 @pytest.fixture(params=['torch2.1', 'torch2.5'])
@@ -124,7 +113,7 @@ def test_tensor_files_keep_weights_only_on_old_torch(old_torch, tmp_path,
 def test_weights_loader_still_refuses_code_on_old_torch(old_torch, tmp_path):
     path = str(tmp_path / 'system.pth')
     torch.save({'hook': os.system}, path)
-    with pytest.raises(UnsafeCheckpointError) as info:
+    with pytest.raises(UnsafeCheckpointError, match=r'\.system') as info:
         load_weights(path)
     assert path in str(info.value)
     assert f'{os.system.__module__}.system' in info.value.unsafe_globals

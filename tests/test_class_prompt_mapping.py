@@ -3,7 +3,6 @@
 import importlib
 import io
 import logging
-import socket
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -15,6 +14,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from davpt_seg.models.davpt import ClassPromptMapping, cosine_kmeans
+from helpers.processes import free_port
 
 kmeans_module = importlib.import_module('davpt_seg.models.davpt.kmeans')
 mapping_module = importlib.import_module(
@@ -210,7 +210,10 @@ def test_kmeans_layer_norm_ignores_row_offset_and_scale():
 
 
 def test_kmeans_timing_sanity():
-    """Timing printed for the report only (never asserted)."""
+    """A mapping update clusters ~150 class means: it must stay a few ms.
+    Measured median 0.52 ms (max 0.84 ms) on 2 shared CPU cores; the bound
+    is 100x that, so only a complexity regression (e.g. a per-point Python
+    loop) fails it."""
     points = torch.randn(150, 1024, generator=torch.Generator().manual_seed(0))
     cosine_kmeans(points, 10, generator=torch.Generator().manual_seed(0))
     times = []
@@ -220,9 +223,8 @@ def test_kmeans_timing_sanity():
             points, 10, generator=torch.Generator().manual_seed(seed))
         times.append(time.perf_counter() - start)
     times.sort()
-    print(f'\ncosine_kmeans 150x1024, k=10: median '
-          f'{1e3 * times[len(times) // 2]:.2f} ms, max {1e3 * times[-1]:.2f} '
-          'ms')
+    median = times[len(times) // 2]
+    assert median < 0.05, f'cosine_kmeans 150x1024, k=10: {median:.3f} s'
 
 
 # ---------------------------------------------------------------------------
@@ -797,12 +799,6 @@ def _dist_worker(rank, world_size, init_method, out_dir):
         torch_dist.destroy_process_group()
 
 
-def _free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
-
-
 def _spawn(fn, nprocs, out_dir, timeout=120, attempts=3):
     """Run ``fn(rank, nprocs, init_method, out_dir)`` in ``nprocs`` processes.
 
@@ -819,7 +815,7 @@ def _spawn(fn, nprocs, out_dir, timeout=120, attempts=3):
     else:
         start_method = 'spawn'
     for attempt in range(attempts):
-        init_method = f'tcp://127.0.0.1:{_free_port()}'
+        init_method = f'tcp://127.0.0.1:{free_port()}'
         context = mp.start_processes(
             fn,
             args=(nprocs, init_method, str(out_dir)),

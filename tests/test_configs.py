@@ -20,17 +20,14 @@ from mmengine.config import Config
 from mmengine.model import revert_sync_batchnorm
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import init_default_scope
-from mmengine.structures import PixelData
 from mmseg.registry import HOOKS, MODELS
-from mmseg.structures import SegDataSample
 
 import davpt_seg  # noqa: F401  (registration)
 from davpt_seg.engine.hooks import DAVPTHook
 from davpt_seg.engine.hooks.param_report_hook import parameter_report
 from davpt_seg.models.backbones import PromptedVisionTransformer
-
-ROOT = Path(__file__).resolve().parents[1]
-CONFIG_DIR = ROOT / 'configs'
+from helpers import CONFIG_DIR, ROOT
+from helpers.batches import seg_sample
 MMSEG_CONFIGS = Path(__import__('mmseg').__file__).parent / '.mim' / 'configs'
 
 init_default_scope('mmseg')
@@ -272,13 +269,9 @@ def _batch(num_classes: int, background: tuple, n: int = 2, size: int = 64):
             blocks[1, 1] = background[0]
         label = blocks.repeat_interleave(size // 4, 0).repeat_interleave(
             size // 4, 1)
-        sample = SegDataSample(
-            gt_sem_seg=PixelData(data=label[None].long()),
-            metainfo=dict(img_shape=(size, size), ori_shape=(size, size),
-                          seg_map_path=f'random_{i}.png'))
+        samples.append(seg_sample(label, seg_map_path=f'random_{i}.png'))
         inputs.append(torch.randint(0, 256, (3, size, size), generator=g,
                                     dtype=torch.uint8))
-        samples.append(sample)
     return dict(inputs=inputs, data_samples=samples)
 
 

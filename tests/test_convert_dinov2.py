@@ -8,7 +8,6 @@ prompt-free ``PromptedVisionTransformer`` and compared with timm's
 compared with an explicit plain-torch forward that applies LayerScale
 unfolded.
 """
-import importlib.util
 import os
 from pathlib import Path
 
@@ -22,13 +21,12 @@ from davpt_seg.models.backbones import PromptedVisionTransformer
 from davpt_seg.weights import ConversionError
 from davpt_seg.weights.convert import (convert_file, convert_state_dict,
                                        fold_layer_scale)
+from helpers import ROOT
 
 timm = pytest.importorskip('timm')
 
-REPO = Path(__file__).resolve().parents[1]
-CLI = REPO / 'tools' / 'convert_weights.py'
 SHARED = Path(os.environ.get('DAVPT_SHARED_DATA',
-                             REPO.parent / 'shared' / 'data'))
+                             ROOT.parent / 'shared' / 'data'))
 REAL = SHARED / 'weights' / 'dinov2_vits14_imgfocus.pth'
 IMG, DIMS = 56, 384  # 4 x 4 patches of 14 px
 # name -> (registers, patch size, input size)
@@ -192,9 +190,7 @@ def test_bad_dinov2_checkpoints_are_clear_errors(models):
 
 
 def test_cli_official_reg_file(models, tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location('convert_weights_cli', CLI)
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+    from tools import convert_weights as cli
     name = 'vit_small_patch14_reg4_dinov2'
     _, sd, x, ref_map, _ = models[name]
     src, dst = tmp_path / 'dinov2_reg4.pth', tmp_path / 'out' / 'conv.pth'

@@ -5,8 +5,8 @@ JAX ``.npz``, MAE, MoCo v3) is produced from a timm ViT with random weights,
 converted, loaded *strictly* into mmseg's ``VisionTransformer`` and checked
 to give the same last-layer patch features as timm's ``forward_features``.
 """
-import importlib.util
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,12 +20,12 @@ from safetensors.torch import save_file
 from davpt_seg.weights import ConversionError, resize_pos_embed
 from davpt_seg.weights.convert import (convert_file, convert_state_dict,
                                        detect_source, load_source_file)
+from helpers import ROOT
 
 timm = pytest.importorskip('timm')
 from timm.layers import resample_abs_pos_embed  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-CLI = REPO / 'tools' / 'convert_weights.py'
+CLI = ROOT / 'tools' / 'convert_weights.py'
 LAYOUTS = ('timm_pth', 'timm_safetensors', 'jax', 'mae', 'mocov3')
 EXPECTED_SOURCE = {'timm_pth': 'timm', 'timm_safetensors': 'timm',
                    'jax': 'jax', 'mae': 'mae', 'mocov3': 'mocov3'}
@@ -35,10 +35,8 @@ TINY = dict(depth=12, dims=192, heads=3, img=64)  # vit_tiny_patch16 @ 64px
 # ---------------------------------------------------------------- helpers
 def _cli():
     """``tools/convert_weights.py`` as a module (``main(argv)`` in-process)."""
-    spec = importlib.util.spec_from_file_location('convert_weights_cli', CLI)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from tools import convert_weights
+    return convert_weights
 
 
 @torch.no_grad()
@@ -384,6 +382,7 @@ def test_prompted_backbone_matches_timm(layout, tiny, tmp_path):
     assert (out - ref).abs().max() / ref.abs().max() < 1e-4
 
 
+@pytest.mark.slow
 def test_vit_large_patch16_384_all_layouts():
     """Real ViT-L/16-384 architecture (24 blocks, 1024 dims, 16 heads,
     24x24 pos grid), random weights, in every layout.
@@ -433,7 +432,7 @@ def test_vit_large_patch16_384_all_layouts():
 
 # ----------------------------------------------------------------- errors
 def _error(path, **kwargs) -> str:
-    with pytest.raises(ConversionError) as info:
+    with pytest.raises(ConversionError, match=re.escape(str(path))) as info:
         convert_file(path, **kwargs)
     msg = str(info.value)
     assert str(path) in msg, msg
@@ -509,7 +508,7 @@ def test_cli_subprocess(tiny, tmp_path):
     proc = subprocess.run(
         [sys.executable, str(CLI), str(src), str(dst), '--img-size', '96',
          '--source', 'auto'],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert 'mocov3 (detected)' in proc.stdout
     assert 'resized from 4x4' in proc.stdout

@@ -5,14 +5,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 from mmengine.registry import init_default_scope
-from mmengine.structures import PixelData
 from mmseg.registry import MODELS
-from mmseg.structures import SegDataSample
 
 import davpt_seg  # noqa: F401
 from davpt_seg.engine.hooks import DAVPTHook
 from davpt_seg.models.davpt import (draw_target_classes, mode_target_prompts,
                                     present_class_mask)
+from helpers.batches import seg_batch
 
 IGN = 255
 
@@ -88,15 +87,7 @@ def tiny_segmentor(num_classes=5, **backbone):
 
 
 def batch(labels):
-    samples = []
-    for lab in labels:
-        s = SegDataSample(metainfo=dict(img_shape=(32, 32),
-                                        ori_shape=(32, 32),
-                                        pad_shape=(32, 32)))
-        s.gt_sem_seg = PixelData(data=lab[None].long())
-        samples.append(s)
-    return dict(inputs=[torch.rand(3, 32, 32) * 255 for _ in labels],
-                data_samples=samples)
+    return seg_batch([torch.rand(3, 32, 32) * 255 for _ in labels], labels)
 
 
 def ready_hook(model, **kwargs):

@@ -2,7 +2,7 @@
 launchers (tools/dist_train.sh, tools/dist_test.sh).
 
 Every rank records each class->prompt mapping update through the test-only
-``MappingProbeHook`` (tests/davpt_probes.py): digests of the statistics it
+``MappingProbeHook`` (tests/helpers/davpt_probes.py): digests of the statistics it
 clusters and of the buffers it leaves, and the rank's own (pre-all-reduce)
 present-class counts. The tests check that all ranks hold identical buffers,
 that the statistics are the sum of both ranks' data, that DDP runs without
@@ -20,28 +20,16 @@ import torch
 
 from davpt_seg.datasets import generate_toy_dataset
 from davpt_seg.weights import load_training_checkpoint
+from helpers import ROOT
+from helpers.davpt_probes import MAPPING_BUFFERS, digest
+from helpers.processes import free_port, run_tool
+from helpers.toy_run import toy_run_config
 
-ROOT = Path(__file__).resolve().parents[1]
-TESTS = Path(__file__).resolve().parent
 ITERS = 8
 INTERVAL = 4  # mapping updates at 4 and 8; checkpoint at 8 (update due)
 NUM_TRAIN = 32  # 2 ranks x batch 4 -> 4 iterations per epoch
 NUM_VAL = 5  # odd: the distributed sampler pads rank 1
 NUM_CLASSES = 8
-
-sys.path.insert(0, str(TESTS))
-from davpt_probes import MAPPING_BUFFERS, digest  # noqa: E402
-from toy_run import (free_port, subprocess_env,  # noqa: E402
-                     toy_run_config)
-
-
-def run(args, timeout=300, **env):
-    env = subprocess_env(PY=sys.executable, **env)
-    proc = subprocess.run([str(a) for a in args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-8000:]
-    return out
 
 
 @pytest.fixture(scope='module')
@@ -58,7 +46,7 @@ def dist_run(tmp_path_factory):
 ]
 """))
     work = tmp / 'work'
-    log = run(['bash', 'tools/dist_train.sh', cfg, 2, '--work-dir', work],
+    log = run_tool(['bash', 'tools/dist_train.sh', cfg, 2, '--work-dir', work],
               PORT=str(free_port()))
     probes = [json.loads((work / f'mapping_probe_rank{r}.json').read_text())
               for r in range(2)]
@@ -66,6 +54,7 @@ def dist_run(tmp_path_factory):
                 ckpt=work / f'iter_{ITERS}.pth')
 
 
+@pytest.mark.slow
 def test_dist_train_completes_on_cpu_with_gloo(dist_run):
     assert dist_run['ckpt'].is_file()
     log = dist_run['log']
@@ -78,6 +67,7 @@ def test_dist_train_completes_on_cpu_with_gloo(dist_run):
     assert [p['rank'] for p in dist_run['probes']] == [0, 1]
 
 
+@pytest.mark.slow
 def test_ddp_without_find_unused_parameters(dist_run):
     for p in dist_run['probes']:
         assert p['wrapper'] == 'MMDistributedDataParallel'
@@ -87,6 +77,7 @@ def test_ddp_without_find_unused_parameters(dist_run):
     assert a['final_prompts'] == b['final_prompts']
 
 
+@pytest.mark.slow
 def test_every_rank_holds_the_same_mapping_after_each_update(dist_run):
     a, b = dist_run['probes']
     assert [u['iter'] for u in a['updates']] == [0, INTERVAL - 1, ITERS - 1]
@@ -100,6 +91,7 @@ def test_every_rank_holds_the_same_mapping_after_each_update(dist_run):
     assert [u['num_updates'] for u in a['updates']] == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_statistics_come_from_both_ranks(dist_run):
     a, b = dist_run['probes']
     # Initial pass: the DefaultSampler splits the 32 images over 2 ranks.
@@ -115,6 +107,7 @@ def test_statistics_come_from_both_ranks(dist_run):
         assert ua['local_count'] != ub['local_count']
 
 
+@pytest.mark.slow
 def test_checkpoint_at_a_due_update_holds_the_updated_mapping(dist_run):
     ckpt = load_training_checkpoint(str(dist_run['ckpt']))
     state = ckpt['davpt']  # DAVPTHook's objective state
@@ -134,13 +127,14 @@ def _test_metrics(work):
     return json.loads(path.read_text().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_two_process_evaluation_equals_one_process(dist_run):
     tmp, cfg, ckpt = dist_run['tmp'], dist_run['cfg'], dist_run['ckpt']
-    run([sys.executable, 'tools/test.py', cfg, ckpt, '--work-dir',
+    run_tool([sys.executable, 'tools/test.py', cfg, ckpt, '--work-dir',
          tmp / 'test1', '--out', tmp / 'pred1'])
     # A config asking for nccl (as the GPU configs do) is switched to gloo
     # on a machine without CUDA.
-    out = run(['bash', 'tools/dist_test.sh', cfg, ckpt, 2, '--work-dir',
+    out = run_tool(['bash', 'tools/dist_test.sh', cfg, ckpt, 2, '--work-dir',
                tmp / 'test2', '--out', tmp / 'pred2', '--cfg-options',
                'env_cfg.dist_cfg.backend=nccl'], PORT=str(free_port()))
     assert 'No CUDA device: using the gloo backend' in out

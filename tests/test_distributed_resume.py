@@ -16,18 +16,14 @@ every worker in its own session, so killing the launcher's process group
 alone would leave the ranks running: the test kills the process group of
 each process of the launch tree (found under /proc) by id.
 
-Per-rank probes (tests/davpt_probes.py) record digests of the mapping
+Per-rank probes (tests/helpers/davpt_probes.py) record digests of the mapping
 buffers, pending statistics, prompts, optimizer and schedulers at the start
 of training and after every iteration, and every mapping update. The heads'
 digest includes the BatchNorm running statistics, which are per rank (DDP
 runs with ``broadcast_buffers=False``, and a checkpoint holds rank 0's): it
 is compared on rank 0, and on rank 1 only where the expected value is known.
 """
-import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -36,9 +32,14 @@ import torch
 
 from davpt_seg.datasets import generate_toy_dataset
 from davpt_seg.weights import load_training_checkpoint
+from helpers.davpt_probes import (MAPPING_BUFFERS, digest, read_probe,
+                                  resume_probes)
+from helpers.processes import (descendants, free_port, kill_tree, run_tool,
+                               start_and_kill)
+from helpers.toy_run import assert_same_training_checkpoint, toy_run_config
 
-ROOT = Path(__file__).resolve().parents[1]
-TESTS = Path(__file__).resolve().parent
+pytestmark = pytest.mark.slow  # three 2-process runs (~65 s)
+
 INTERVAL = 3  # mapping updates after iterations 3 and 6
 N = 4  # checkpoint (and interruption) iteration: between the two updates
 ITERS = 7  # one iteration after the last update; final checkpoint at 7
@@ -46,92 +47,27 @@ STALL = N + 1  # the killed run has moved one iteration past the checkpoint
 NUM_TRAIN = 16  # 2 ranks x batch 4 -> 2 iterations per epoch
 RANKS = (0, 1)
 
-sys.path.insert(0, str(TESTS))
-from davpt_probes import MAPPING_BUFFERS, digest  # noqa: E402
-from toy_run import (assert_same_training_checkpoint,  # noqa: E402
-                     free_port, subprocess_env, toy_run_config)
-
 # Digests that every rank must share at every point (all but 'heads').
 SHARED_KEYS = ('prompts', 'optimizer', 'lr', 'scheduler', 'mapping', 'stats',
                'mapping_list', 'num_updates')
 STATE_KEYS = SHARED_KEYS + ('heads', )
 
 
-def _env():
-    return subprocess_env(PY=sys.executable, PORT=str(free_port()))
-
-
 def dist_train(cfg, work, *extra, timeout=300):
-    proc = subprocess.run(
-        ['bash', 'tools/dist_train.sh', str(cfg), '2', '--work-dir',
-         str(work), *extra], cwd=ROOT, env=_env(), capture_output=True,
-        text=True, timeout=timeout)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-8000:]
-    return out
-
-
-def _descendants(pid):
-    """Pids of all live descendants of ``pid`` (from /proc)."""
-    children = {}
-    for entry in Path('/proc').iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / 'stat').read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(')', 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
-    out, todo = [], [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return out
-
-
-def _kill_tree(proc):
-    """SIGKILL the process group of every process of the launch tree: the
-    launcher shell and torchrun share ``proc``'s group; each rank leads its
-    own session (torchrun's ``start_new_session=True``)."""
-    groups = {proc.pid}
-    for pid in _descendants(proc.pid):
-        try:
-            groups.add(os.getpgid(pid))
-        except ProcessLookupError:
-            pass
-    for pgid in sorted(groups, reverse=True):
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    return groups
-
-
-def _probe(work, name, rank):
-    path = work / f'{name}_rank{rank}.json'
-    return json.loads(path.read_text()) if path.exists() else {}
+    return run_tool(['bash', 'tools/dist_train.sh', cfg, 2, '--work-dir',
+                     work, *extra], PORT=str(free_port()), timeout=timeout)
 
 
 def dist_train_and_kill(cfg, work, timeout=300):
     """Start a 2-process run that stalls after iteration STALL on both
     ranks; SIGKILL every process of it there."""
-    log_path = work.parent / 'killed.log'
-    log = open(log_path, 'w')
-    proc = subprocess.Popen(
-        ['bash', 'tools/dist_train.sh', str(cfg), '2', '--work-dir',
-         str(work)], cwd=ROOT, env=_env(), stdout=log,
-        stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.time() + timeout
-        while not ((work / 'stalled').exists() and all(
-                str(STALL) in _probe(work, 'state_probe', r) for r in RANKS)):
-            assert proc.poll() is None, log_path.read_text()[-6000:]
-            assert time.time() < deadline, 'the run never reached STALL'
-            time.sleep(0.2)
-        workers = _descendants(proc.pid)
-        groups = _kill_tree(proc)
+    def stalled():
+        return (work / 'stalled').exists() and all(
+            str(STALL) in read_probe(work, 'state_probe', r) for r in RANKS)
+
+    def kill(proc):
+        workers = descendants(proc.pid)
+        groups = kill_tree(proc)
         assert len(groups) >= 3, groups  # launcher + one session per rank
         assert proc.wait(timeout=60) == -signal.SIGKILL
         deadline = time.time() + 60
@@ -140,11 +76,10 @@ def dist_train_and_kill(cfg, work, timeout=300):
                    .split()[0] != 'Z') for p in workers):
             assert time.time() < deadline, 'ranks survived SIGKILL'
             time.sleep(0.1)
-    finally:
-        if proc.poll() is None:
-            _kill_tree(proc)
-            proc.wait()
-        log.close()
+
+    start_and_kill(['bash', 'tools/dist_train.sh', cfg, 2, '--work-dir',
+                    work], work.parent / 'killed.log', ready=stalled,
+                   kill=kill, timeout=timeout, PORT=str(free_port()))
 
 
 @pytest.fixture(scope='module')
@@ -175,22 +110,16 @@ custom_hooks = {hooks[:-1]}    dict(type='StallHook', at={STALL}),
     killed = dict(
         last=(cut / 'last_checkpoint').read_text().strip(),
         files=sorted(p.name for p in cut.glob('*.pth')),
-        state=[_probe(cut, 'state_probe', r) for r in RANKS],
-        mapping=[_probe(cut, 'mapping_probe', r) for r in RANKS])
+        state=[read_probe(cut, 'state_probe', r) for r in RANKS],
+        mapping=[read_probe(cut, 'mapping_probe', r) for r in RANKS])
     resumed_log = dist_train(base, cut, '--resume')
     t3 = time.time()
     print(f'\nuninterrupted {t1 - t0:.1f}s, killed {t2 - t1:.1f}s, '
           f'resumed {t3 - t2:.1f}s')
 
-    def probes(work, name):
-        return [_probe(work, name, r) for r in RANKS]
-
     return dict(full=full, cut=cut, full_log=full_log,
                 resumed_log=resumed_log, killed=killed,
-                full_state=probes(full, 'state_probe'),
-                resumed_state=probes(cut, 'state_probe'),
-                full_mapping=probes(full, 'mapping_probe'),
-                resumed_mapping=probes(cut, 'mapping_probe'))
+                **resume_probes(full, cut, RANKS))
 
 
 def test_runs_are_distributed_and_the_kill_came_after_the_checkpoint(runs):

@@ -9,19 +9,10 @@ from mmseg.registry import MODELS
 import davpt_seg  # noqa: F401
 from davpt_seg.models.davpt import DAVPTObjective
 from davpt_seg.models.backbones import PromptedVisionTransformer
+from helpers.vit import TINY_VIT, save_vit
 
-TINY = dict(img_size=(64, 64), patch_size=16, embed_dims=64, num_layers=4,
-            num_heads=4, mlp_ratio=2, norm_cfg=dict(type='LN', eps=1e-6))
 #: Substrings that match every parameter of a ViT without final norm.
 EVERY_BACKBONE_PARAM = ['patch_embed', 'cls_token', 'pos_embed', 'layers']
-
-
-def _saved_vit(path, seed=0):
-    torch.manual_seed(seed)
-    vit = VisionTransformer(**TINY)
-    vit.init_weights()
-    torch.save(vit.state_dict(), path)
-    return vit.state_dict()
 
 
 def _assert_backbone_equals(model, state):
@@ -32,9 +23,9 @@ def _assert_backbone_equals(model, state):
 
 # ------------------------------------------------------- full fine-tuning
 def test_full_fine_tuning_init_weights_loads_pretrained(tmp_path):
-    state = _saved_vit(tmp_path / 'vit.pth')
+    state = save_vit(tmp_path / 'vit.pth', **TINY_VIT)
     model = PromptedVisionTransformer(
-        **TINY, num_prompts=2, num_proxy_prompts=2, guided_layers=[3],
+        **TINY_VIT, num_prompts=2, num_proxy_prompts=2, guided_layers=[3],
         frozen_exclude=EVERY_BACKBONE_PARAM,
         init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'vit.pth')))
     assert model.frozen_state_keys() == []
@@ -45,10 +36,11 @@ def test_full_fine_tuning_init_weights_loads_pretrained(tmp_path):
 
 @pytest.mark.parametrize('with_init_cfg', [False, True])
 def test_full_fine_tuning_loads_a_full_state_dict(tmp_path, with_init_cfg):
-    _saved_vit(tmp_path / 'vit.pth')
+    save_vit(tmp_path / 'vit.pth', **TINY_VIT)
     init_cfg = dict(type='Pretrained', checkpoint=str(tmp_path / 'vit.pth')) \
         if with_init_cfg else None
-    kwargs = dict(TINY, num_prompts=2, num_proxy_prompts=2, guided_layers=[3],
+    kwargs = dict(TINY_VIT, num_prompts=2, num_proxy_prompts=2,
+                  guided_layers=[3],
                   frozen_exclude=EVERY_BACKBONE_PARAM)
     torch.manual_seed(1)
     trained = PromptedVisionTransformer(**kwargs)
@@ -71,7 +63,7 @@ def test_defaults_build_for_any_depth(num_layers):
 
 
 def test_negative_guided_layers_equal_their_positive_indices():
-    kwargs = dict(TINY, num_prompts=2, num_proxy_prompts=3)
+    kwargs = dict(TINY_VIT, num_prompts=2, num_proxy_prompts=3)
     torch.manual_seed(0)
     negative = PromptedVisionTransformer(**kwargs, guided_layers=[-1, -3])
     torch.manual_seed(0)
@@ -93,11 +85,11 @@ def test_negative_guided_layers_equal_their_positive_indices():
 ])
 def test_bad_guided_layers(layers, match):
     with pytest.raises(ValueError, match=match):
-        PromptedVisionTransformer(**TINY, guided_layers=layers)
+        PromptedVisionTransformer(**TINY_VIT, guided_layers=layers)
 
 
 def test_negative_guided_layers_through_the_registry():
-    cfg = dict(type='PromptedVisionTransformer', **TINY,
+    cfg = dict(type='PromptedVisionTransformer', **TINY_VIT,
                num_proxy_prompts=2, guided_layers=[-1])
     assert MODELS.build(cfg).guided_layers == [3]
 
@@ -116,7 +108,8 @@ def test_positional_arguments_as_mmseg():
 
 # ------------------------------------------------------------ messages
 def test_too_many_proxy_prompts_names_num_proxy_prompts():
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(ValueError,
+                       match=r'^num_proxy_prompts \(10\)') as info:
         DAVPTObjective(num_classes=8, num_proxy_prompts=10, embed_dims=64)
     assert str(info.value).startswith('num_proxy_prompts (10)')
     assert 'num_classes (8)' in str(info.value)
@@ -127,8 +120,8 @@ def test_too_many_proxy_prompts_names_num_proxy_prompts():
 
 
 def test_misspelt_argument_names_the_backbone():
-    with pytest.raises(TypeError) as info:
-        PromptedVisionTransformer(**TINY, num_promts=3)
+    with pytest.raises(TypeError, match="did you mean 'num_prompts'") as info:
+        PromptedVisionTransformer(**TINY_VIT, num_promts=3)
     msg = str(info.value)
     assert "PromptedVisionTransformer got an unexpected argument " \
         "'num_promts'" in msg
@@ -136,5 +129,5 @@ def test_misspelt_argument_names_the_backbone():
     assert 'VisionTransformer.__init__' not in msg
     # ... and through the registry, as a config typo reaches it.
     with pytest.raises(TypeError, match="did you mean 'guided_layers'"):
-        MODELS.build(dict(type='PromptedVisionTransformer', **TINY,
+        MODELS.build(dict(type='PromptedVisionTransformer', **TINY_VIT,
                           guided_layer=[1]))

@@ -12,10 +12,7 @@ pipelines' structure, the tta_pipeline and the evaluator are the config's.
 A checkpoint of that tiny model is written to tmp_path.
 """
 import copy
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -25,8 +22,9 @@ from mmseg.registry import MODELS
 
 import davpt_seg  # noqa: F401  (registration)
 from davpt_seg.datasets import generate_toy_dataset
+from helpers import CONFIG_DIR
+from helpers.processes import run_python
 
-ROOT = Path(__file__).resolve().parents[1]
 FAMILIES = {
     'ade20k': 'davpt_setr_ade20k.py',
     'pascal-context': 'davpt_setr_pascal-context.py',
@@ -89,7 +87,7 @@ def _overrides(cfg: Config, toy_root: Path) -> dict:
 
 
 def _write_config(family: str, toy_root: Path, tmp_path: Path) -> Path:
-    base = ROOT / 'configs' / FAMILIES[family]
+    base = CONFIG_DIR / FAMILIES[family]
     over = _overrides(Config.fromfile(str(base)), toy_root)
     path = tmp_path / f'toy_{family}.py'
     lines = [f'_base_ = [{str(base)!r}]']
@@ -108,14 +106,8 @@ def _checkpoint(cfg: Config, tmp_path: Path) -> Path:
 
 
 def _run_test(config: Path, ckpt: Path, work_dir: Path, tta: bool) -> str:
-    cmd = [sys.executable, 'tools/test.py', str(config), str(ckpt),
-           '--work-dir', str(work_dir)] + (['--tta'] if tta else [])
-    env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-6000:]
-    return out
+    return run_python('tools/test.py', config, ckpt, '--work-dir', work_dir,
+                      *(['--tta'] if tta else []))
 
 
 def _check_report(out: str):
@@ -132,11 +124,12 @@ def _check_report(out: str):
     return float(m.group(1))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('family', sorted(FAMILIES))
 def test_single_and_multi_scale_miou(family, toy_root, tmp_path):
     config = _write_config(family, toy_root, tmp_path)
     cfg = Config.fromfile(str(config))
-    real = Config.fromfile(str(ROOT / 'configs' / FAMILIES[family]))
+    real = Config.fromfile(str(CONFIG_DIR / FAMILIES[family]))
     # Kept from the real config: slide inference, evaluator, pipelines'
     # structure, mmseg's TTA (ratios 0.5-1.75 + flip).
     assert cfg.model.test_cfg.mode == real.model.test_cfg.mode == 'slide'

@@ -8,11 +8,10 @@ from mmseg.models.backbones import VisionTransformer
 import davpt_seg.compat
 from davpt_seg.models.backbones import PromptedVisionTransformer
 from davpt_seg.utils.flops import SDPA_OP, flop_analyzer
-from toy_run import ROOT
+from helpers import TOY_CONFIG
+from helpers.vit import TINY_VIT
 from tools import get_flops
 
-TINY = dict(img_size=(64, 64), patch_size=16, embed_dims=64, num_layers=4,
-            num_heads=4, mlp_ratio=2, norm_cfg=dict(type='LN', eps=1e-6))
 #: Non-square and not the configured size: 4 x 6 patches (+ [CLS]).
 X = torch.zeros(2, 3, 64, 96)
 SEQ = 1 + 4 * 6
@@ -25,14 +24,14 @@ def _quiet(analyzer):
 
 
 def _stock(**kwargs):
-    vit = VisionTransformer(**{**TINY, **kwargs})
+    vit = VisionTransformer(**{**TINY_VIT, **kwargs})
     vit.eval()  # (mmseg's ViT.train() returns None)
     return vit
 
 
 def _prompted(**kwargs):
     kwargs = {**dict(num_prompts=0, guided_layers=()), **kwargs}
-    return PromptedVisionTransformer(**TINY, **kwargs).eval()
+    return PromptedVisionTransformer(**TINY_VIT, **kwargs).eval()
 
 
 @pytest.mark.parametrize('vit_kwargs', [
@@ -61,7 +60,7 @@ def test_mmengine_complexity_info_counts_sdpa_after_install():
 
 
 def test_flops_grow_with_prompts():
-    B, C, L = X.shape[0], TINY['embed_dims'], TINY['num_layers']
+    B, C, L = X.shape[0], TINY_VIT['embed_dims'], TINY_VIT['num_layers']
     base = _quiet(flop_analyzer(_prompted(), (X, ))).by_operator()
     for num_prompts in (4, 16):
         ops = _quiet(flop_analyzer(_prompted(num_prompts=num_prompts),
@@ -79,7 +78,7 @@ def test_flops_grow_with_prompts():
 
 
 def test_get_flops_tool(capsys):
-    config = str(ROOT / 'configs' / 'davpt_setr_toy.py')
+    config = str(TOY_CONFIG)
     assert get_flops.main([config, '--shape', '64', '96']) == 0
     out = capsys.readouterr().out
     assert 'Input shape: 1 x 3 x 64 x 96' in out

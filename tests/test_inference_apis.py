@@ -26,10 +26,8 @@ import davpt_seg  # noqa: F401
 from davpt_seg.datasets import ToyADE20KDataset
 from davpt_seg.datasets.toy_data import synthesize_toy_sample
 from davpt_seg.weights import make_prompt_only
-from toy_run import TOY_CONFIG, save_toy_vit, subprocess_env
-
-ROOT = Path(__file__).resolve().parents[1]
-CONFIG_DIR = ROOT / 'configs'
+from helpers import CONFIG_DIR, ROOT, TOY_CONFIG
+from helpers.processes import subprocess_env
 CONFIGS = sorted(
     str(p.relative_to(CONFIG_DIR)) for p in CONFIG_DIR.rglob('*.py')
     if '_base_' not in p.parts)
@@ -69,19 +67,18 @@ def test_inference_model_on_every_config(name, image):
 
 
 @pytest.fixture(scope='module')
-def toy(tmp_path_factory):
+def toy(tmp_path_factory, toy_vit_path):
     """The toy config on a "pretrained" toy ViT, a "trained" model (random
     perturbation of the trainable tensors and BN statistics) saved as a full
     and a prompt-only checkpoint, both with the dataset's classes and
     palette in ``meta``."""
     tmp = tmp_path_factory.mktemp('toy_infer')
-    save_toy_vit(tmp / 'toy_vit.pth')
     cfg_path = tmp / 'toy.py'
     cfg_path.write_text(
         f"_base_ = [{str(TOY_CONFIG)!r}]\n"
         "model = dict(backbone=dict(init_cfg=dict(_delete_=True, "
         "type='Pretrained', "
-        f"checkpoint={str(tmp / 'toy_vit.pth')!r})))\n")
+        f"checkpoint={str(toy_vit_path)!r})))\n")
     init_default_scope('mmseg')
     torch.manual_seed(0)
     model = MODELS.build(copy.deepcopy(Config.fromfile(str(cfg_path)).model))

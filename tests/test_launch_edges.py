@@ -9,8 +9,6 @@
   reused.
 """
 import copy
-import subprocess
-import sys
 from pathlib import Path
 
 import mmcv
@@ -24,28 +22,19 @@ from davpt_seg.datasets import generate_toy_dataset
 from davpt_seg.datasets.toy_data import TOY_PALETTE, toy_class_names
 from davpt_seg.engine.launch import sync_bn_to_bn
 from davpt_seg.weights import load_training_checkpoint
-from toy_run import TOY_CONFIG, free_port, subprocess_env, toy_run_config
+from helpers import CONFIG_DIR, TOY_CONFIG
+from helpers.processes import free_port, run_python, run_tool
+from helpers.toy_run import toy_run_config
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = sorted(p for p in (ROOT / 'configs').rglob('*.py')
+CONFIGS = sorted(p for p in CONFIG_DIR.rglob('*.py')
                  if '_base_' not in p.parts)
 ITERS = 2
 NUM_VAL = 24  # < 50, mmseg's default visualization interval
 FROZEN_KEY = 'backbone.layers.0.attn.attn.in_proj_weight'
 
 
-def run(args, ok=True, timeout=300, **env) -> str:
-    proc = subprocess.run([str(a) for a in args], cwd=ROOT,
-                          env=subprocess_env(PY=sys.executable, **env),
-                          capture_output=True, text=True, timeout=timeout)
-    out = proc.stdout + proc.stderr
-    if ok is not None:  # None: the caller checks
-        assert (proc.returncode == 0) == ok, out[-6000:]
-    return out
-
-
 def train(args, **kw) -> str:
-    return run([sys.executable, 'tools/train.py', *args], **kw)
+    return run_python('tools/train.py', *args, **kw)
 
 
 def write(path: Path, text: str) -> Path:
@@ -101,6 +90,7 @@ def test_sync_bn_to_bn_builds_a_model_without_sync_batchnorm():
     assert count(after, torch.nn.BatchNorm2d) == n
 
 
+@pytest.mark.slow
 def test_two_cpu_processes_train_a_sync_bn_config(tmp):
     """tools/dist_train.sh with 2 gloo processes on a toy variant whose
     decode head has SyncBN (as the real configs' heads)."""
@@ -110,24 +100,27 @@ def test_two_cpu_processes_train_a_sync_bn_config(tmp):
         'requires_grad=True)))\n'))
     args = ['bash', 'tools/dist_train.sh', cfg, 2, '--work-dir',
             tmp / 'sync_bn']
-    out = run(args, ok=None, PORT=str(free_port()), CUDA_VISIBLE_DEVICES='')
+    out = run_tool(args, ok=None, PORT=str(free_port()),
+                   CUDA_VISIBLE_DEVICES='')
     if 'Signal 6 (SIGABRT)' in out:
         # Known flake, not understood yet: under load, rank 1 of this run
         # sometimes aborts in the final validation ("terminate called
         # without an active exception"; seen in 2 full-suite runs here and
         # 1 of ~10 isolated ones). One retry; a second abort fails the test.
-        out = run(args, PORT=str(free_port()), CUDA_VISIBLE_DEVICES='')
+        out = run_tool(args, PORT=str(free_port()),
+                       CUDA_VISIBLE_DEVICES='')
     assert 'SyncBN needs GPUs, using BN' in out
     assert 'model.decode_head.norm_cfg' in out
     assert (tmp / 'sync_bn' / f'iter_{ITERS}.pth').is_file()
 
 
 # ------------------------------------------------------------- --show-dir
+@pytest.mark.slow
 def test_show_dir_paints_every_test_image(trained8, tmp):
     cfg, ckpt = trained8
     show = tmp / 'show'
-    out = run([sys.executable, 'tools/test.py', cfg, ckpt, '--show-dir',
-               show, '--work-dir', tmp / 'show_work'])
+    out = run_python('tools/test.py', cfg, ckpt, '--show-dir', show,
+                     '--work-dir', tmp / 'show_work')
     images = show / 'vis_data' / 'vis_image'
     pngs = sorted(images.glob('*.png'))
     assert [p.name for p in pngs] == [
@@ -140,12 +133,13 @@ def test_show_dir_paints_every_test_image(trained8, tmp):
     assert f'painted images in {images}' in out
 
 
+@pytest.mark.slow
 def test_show_dir_keeps_an_interval_the_config_sets(trained8, tmp):
     cfg, ckpt = trained8
     show = tmp / 'show10'
-    out = run([sys.executable, 'tools/test.py', cfg, ckpt, '--show-dir',
-               show, '--work-dir', tmp / 'show10_work', '--cfg-options',
-               'default_hooks.visualization.interval=10'])
+    out = run_python('tools/test.py', cfg, ckpt, '--show-dir', show,
+                     '--work-dir', tmp / 'show10_work', '--cfg-options',
+                     'default_hooks.visualization.interval=10')
     pngs = sorted((show / 'vis_data' / 'vis_image').glob('*.png'))
     assert [p.name for p in pngs] == [
         'test_toy_00009.jpg_0.png', 'test_toy_00019.jpg_0.png']
@@ -169,6 +163,7 @@ def six_class_base(tmp: Path) -> Path:
     return write(tmp / 'toy6_base.py', text)
 
 
+@pytest.mark.slow
 def test_finetune_on_another_class_count(trained8, tmp):
     _, ckpt8 = trained8
     cfg = toy_run_config(tmp / 'toy6', ITERS, checkpoint_interval=ITERS,
@@ -201,6 +196,6 @@ def test_finetune_on_another_class_count(trained8, tmp):
         old['backbone.prompt_tokens'].shape
 
     # Testing never drops anything: the opt-out is for training only.
-    out = run([sys.executable, 'tools/test.py', finetune, ckpt8,
-               '--work-dir', tmp / 'ft_test'], ok=False)
+    out = run_python('tools/test.py', finetune, ckpt8, '--work-dir',
+                     tmp / 'ft_test', ok=False)
     assert 'does not fit the model' in out

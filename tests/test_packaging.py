@@ -10,7 +10,8 @@ from unittest import mock
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import ROOT
+
 README = (ROOT / 'README.md').read_text()
 
 

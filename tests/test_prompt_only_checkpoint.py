@@ -5,6 +5,7 @@ record of its pretrained file and fingerprint is used)."""
 import copy
 import io
 import shutil
+from functools import partial
 
 import numpy as np
 import pytest
@@ -13,13 +14,16 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmengine.runner import load_checkpoint
 from mmseg.apis import inference_model, init_model
-from mmseg.models.backbones import VisionTransformer
 from mmseg.registry import MODELS
 
 import davpt_seg  # noqa: F401
 from davpt_seg.models.davpt import DAVPTObjective
 from davpt_seg.weights import (PRETRAINED_RECORD, frozen_weights_sha256,
                                frozen_weights_summary, make_prompt_only)
+import helpers.vit
+from helpers import TOY_CONFIG
+from helpers.processes import run_python
+from helpers.toy_run import save_toy_vit
 
 VIT = dict(img_size=(32, 32), patch_size=8, embed_dims=32, num_layers=2,
            num_heads=2, mlp_ratio=2, patch_bias=True,
@@ -78,11 +82,7 @@ def train_and_save(tmp_path, pretrained, **change):
     return trained
 
 
-def save_vit(path, seed):
-    torch.manual_seed(seed)
-    vit = VisionTransformer(**VIT)
-    vit.init_weights()
-    torch.save(vit.state_dict(), path)
+save_vit = partial(helpers.vit.save_vit, **VIT)  # (path, seed)
 
 
 @pytest.fixture()
@@ -211,7 +211,8 @@ def test_moved_or_missing_pretrained_file(saved):
         init_model(cfg_path, str(tmp / 'prompts.pth'), device='cpu')
     # init_cfg file missing too: names both.
     model = MODELS.build(model_cfg(tmp / 'gone.pth'))
-    with pytest.raises(RuntimeError) as err:
+    with pytest.raises(RuntimeError,
+                       match='it needs the pretrained backbone') as err:
         load_checkpoint(model, str(tmp / 'prompts.pth'))
     msg = str(err.value)
     assert 'prompt-only checkpoint: it needs the pretrained backbone' in msg
@@ -296,7 +297,7 @@ def test_relative_recorded_path(tmp_path, monkeypatch):
     torch.testing.assert_close(outputs(model, x)[1], ref, rtol=0, atol=0)
     # Neither resolves: both are named.
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(RuntimeError) as err:
+    with pytest.raises(RuntimeError, match="'pretrain/vit.pth'") as err:
         init_model(str(run_b / 'cfg.py'), str(run_b / 'prompts.pth'),
                    device='cpu')
     assert record['abs_checkpoint'] in str(err.value)
@@ -386,28 +387,17 @@ def test_float_rounding_differences_are_accepted_real_ones_are_not(saved):
                         str(tmp / 'prompts.pth'))
 
 
+@pytest.mark.slow
 def test_hook_in_a_real_run_then_init_model(tmp_path):
     """tools/train.py with PromptOnlyCheckpointHook writes prompt-only
     checkpoints carrying the record; init_model loads one with the frozen
     weights of the pretrained file and the trained values of the rest."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
     from davpt_seg.datasets import generate_toy_dataset
-    root = Path(__file__).resolve().parents[1]
     data = tmp_path / 'toy_ade'
     generate_toy_dataset(str(data), num_train=8, num_val=2)
-    torch.manual_seed(0)
-    vit = VisionTransformer(img_size=(64, 64), patch_size=8, embed_dims=96,
-                            num_layers=4, num_heads=4, mlp_ratio=2,
-                            patch_bias=True,
-                            norm_cfg=dict(type='LN', eps=1e-6))
-    vit.init_weights()
-    torch.save(vit.state_dict(), tmp_path / 'toy_vit.pth')
+    save_toy_vit(tmp_path / 'toy_vit.pth')
     cfg = tmp_path / 'toy_prompts.py'
-    cfg.write_text(f"""_base_ = [{str(root / 'configs/davpt_setr_toy.py')!r}]
+    cfg.write_text(f"""_base_ = [{str(TOY_CONFIG)!r}]
 data_root = {str(data)!r}
 model = dict(backbone=dict(init_cfg=dict(
     _delete_=True, type='Pretrained',
@@ -422,12 +412,7 @@ custom_hooks = [
     dict(type='PromptOnlyCheckpointHook')]
 """)
     work = tmp_path / 'work'
-    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore')
-    proc = subprocess.run(
-        [sys.executable, 'tools/train.py', str(cfg), '--work-dir',
-         str(work)], cwd=root, env=env, capture_output=True, text=True,
-        timeout=600)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
+    run_python('tools/train.py', cfg, '--work-dir', work, timeout=600)
     ckpt_path = work / 'iter_2.pth'
     ckpt = torch.load(ckpt_path, weights_only=False)
     state = ckpt['state_dict']
@@ -457,7 +442,8 @@ def test_extract_prompts_checks_the_config_pretrained_file(saved, capsys):
     other = tmp / 'vit_other.pth'
     save_vit(other, 1)
     out = tmp / 'extracted.pth'
-    with pytest.raises(SystemExit) as info:
+    with pytest.raises(SystemExit,
+                       match='^error: the frozen backbone weights') as info:
         extract([config_file(tmp, other, 'wrong.py'), str(tmp / 'full.pth'),
                  str(out)])
     msg = str(info.value)
@@ -492,7 +478,7 @@ def test_init_model_with_a_moved_pretrained_file(saved, monkeypatch):
     moved.parent.mkdir()
     shutil.move(pretrained, moved)
     monkeypatch.delenv('DAVPT_PRETRAINED', raising=False)
-    with pytest.raises(RuntimeError) as err:
+    with pytest.raises(RuntimeError, match='DAVPT_PRETRAINED=PATH') as err:
         init_model(cfg_path, str(tmp / 'prompts.pth'), device='cpu')
     assert 'DAVPT_PRETRAINED=PATH' in str(err.value)
     assert 'mmseg.apis.init_model' in str(err.value)

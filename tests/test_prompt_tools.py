@@ -2,52 +2,42 @@
 (DA-VPT full and prompt-only, VPT-Deep): visualize_prompts,
 visualize_mapping, prompt_attention_metric, plot_logs."""
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import matplotlib.image as mpimg
 import pytest
 
 from davpt_seg.datasets import generate_toy_dataset
-from toy_run import save_toy_vit, subprocess_env, toy_run_config
-
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-from tools.extract_prompts import main as extract_prompts  # noqa: E402
-from tools.plot_logs import main as plot_logs  # noqa: E402
-from tools.prompt_attention_metric import main as metric  # noqa: E402
-from tools.visualize_mapping import main as visualize_mapping  # noqa: E402
-from tools.visualize_prompts import main as visualize_prompts  # noqa: E402
+from helpers.processes import run_python
+from helpers.toy_run import toy_run_config
+from tools.extract_prompts import main as extract_prompts
+from tools.plot_logs import main as plot_logs
+from tools.prompt_attention_metric import main as metric
+from tools.visualize_mapping import main as visualize_mapping
+from tools.visualize_prompts import main as visualize_prompts
 
 pytestmark = pytest.mark.slow
 ITERS = 8  # two mapping updates: 16 training images / batch 4 = 4 iters
 
 
-def _train(tmp, name, extra=''):
+def _train(tmp, vit, name, extra=''):
     cfg = tmp / f'{name}.py'
     cfg.write_text(toy_run_config(
         tmp / 'toy_ade', ITERS, checkpoint_interval=ITERS, logger_interval=2,
         extra=f"""model = dict(backbone=dict(init_cfg=dict(
-    _delete_=True, type='Pretrained', checkpoint={str(tmp / 'vit.pth')!r})))
+    _delete_=True, type='Pretrained', checkpoint={str(vit)!r})))
 """ + extra))
     work = tmp / name
-    proc = subprocess.run(
-        [sys.executable, 'tools/train.py', str(cfg), '--work-dir', str(work)],
-        cwd=ROOT, env=subprocess_env(), capture_output=True, text=True,
-        timeout=900)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    run_python('tools/train.py', cfg, '--work-dir', work, timeout=900)
     return cfg, work, work / f'iter_{ITERS}.pth'
 
 
 @pytest.fixture(scope='module')
-def toy(tmp_path_factory):
+def toy(tmp_path_factory, toy_vit_path):
     tmp = tmp_path_factory.mktemp('prompt_tools')
     generate_toy_dataset(str(tmp / 'toy_ade'), num_train=16, num_val=6)
-    save_toy_vit(tmp / 'vit.pth')
-    davpt = _train(tmp, 'davpt')
-    vpt = _train(tmp, 'vpt', 'custom_hooks = []\n')
+    davpt = _train(tmp, toy_vit_path, 'davpt')
+    vpt = _train(tmp, toy_vit_path, 'vpt', 'custom_hooks = []\n')
     prompt_only = tmp / 'davpt_prompts.pth'
     extract_prompts([str(davpt[0]), str(davpt[2]), str(prompt_only)])
     val = tmp / 'toy_ade'
@@ -81,7 +71,8 @@ def test_visualize_prompts(toy, which, extra):
         _png(out / (Path(img).stem + '.png'))
 
 
-def test_visualize_prompts_without_annotation_and_duplicate_names(toy):
+def test_visualize_prompts_without_annotation_and_duplicate_names(toy,
+                                                                  capsys):
     cfg, _, ckpt = toy['vpt']
     out = toy['tmp'] / 'sheets_plain'
     img = toy['images'][0]
@@ -90,9 +81,11 @@ def test_visualize_prompts_without_annotation_and_duplicate_names(toy):
     stem = Path(img).stem
     _png(out / f'{stem}.png')
     _png(out / f'{stem}_1.png')
-    with pytest.raises(SystemExit):  # one annotation per image
+    capsys.readouterr()
+    with pytest.raises(SystemExit, match='^2$'):  # argparse's usage error
         visualize_prompts([str(cfg), str(ckpt), img, '--out', str(out),
                            '--ann', *toy['anns']])
+    assert '--ann needs one annotation per image' in capsys.readouterr().err
 
 
 def test_visualize_mapping(toy):

@@ -4,20 +4,17 @@ import copy
 
 import pytest
 import torch
-import torch.nn.functional as F
 from mmseg.models.backbones import VisionTransformer
 
 import davpt_seg  # noqa: F401
 from davpt_seg.models.backbones import PromptedVisionTransformer
+from helpers.vit import TINY_VIT, explicit_vpt_forward
 
-TINY = dict(img_size=(64, 64), patch_size=16, embed_dims=64, num_layers=4,
-            num_heads=4, mlp_ratio=2, qkv_bias=True, drop_rate=0.,
-            norm_cfg=dict(type='LN', eps=1e-6), interpolate_mode='bicubic')
 
 
 def _pair(prompt_kwargs=None, **vit_kwargs):
     """A randomly initialised mmseg ViT and a prompted ViT with its weights."""
-    cfg = {**TINY, **vit_kwargs}
+    cfg = {**TINY_VIT, **vit_kwargs}
     torch.manual_seed(0)
     ref = VisionTransformer(**cfg)
     ref.init_weights()
@@ -79,8 +76,8 @@ def test_prompted_output_shapes_and_keys():
 
 
 def test_prompt_init_rule():
-    m = PromptedVisionTransformer(**TINY, num_prompts=5, num_proxy_prompts=3,
-                                  guided_layers=[1])
+    m = PromptedVisionTransformer(**TINY_VIT, num_prompts=5,
+                                  num_proxy_prompts=3, guided_layers=[1])
     # xavier_uniform on [depth, len, C] / 8: bound sqrt(6 / (C (len+depth)))/8
     for p, depth, length in ((m.prompt_tokens, 3, 5),
                              (m.proxy_prompt_tokens, 1, 3)):
@@ -95,8 +92,9 @@ def _trainable(model):
 
 @pytest.mark.parametrize('kv', [False, True])
 def test_frozen_by_construction_and_gradients(kv, tmp_path):
-    m = PromptedVisionTransformer(**TINY, num_prompts=3, num_proxy_prompts=2,
-                                  guided_layers=[1], tune_kv_bias=kv,
+    m = PromptedVisionTransformer(**TINY_VIT, num_prompts=3,
+                                  num_proxy_prompts=2, guided_layers=[1],
+                                  tune_kv_bias=kv,
                                   out_indices=(1, 3))
     expected = {'prompt_tokens', 'proxy_prompt_tokens'}
     if kv:
@@ -146,8 +144,8 @@ def test_kv_bias_delta_equals_shifted_pretrained_bias():
 def test_with_cp_same_outputs_and_gradients():
     kw = dict(num_prompts=3, num_proxy_prompts=2, guided_layers=[2])
     torch.manual_seed(0)
-    a = PromptedVisionTransformer(**TINY, **kw, out_indices=(1, 3))
-    b = PromptedVisionTransformer(**TINY, **kw, out_indices=(1, 3),
+    a = PromptedVisionTransformer(**TINY_VIT, **kw, out_indices=(1, 3))
+    b = PromptedVisionTransformer(**TINY_VIT, **kw, out_indices=(1, 3),
                                   with_cp=True)
     b.load_state_dict(a.state_dict())
     x = torch.randn(2, 3, 64, 64)
@@ -166,37 +164,18 @@ def test_with_cp_same_outputs_and_gradients():
 
 def _direct_guided_features(m, x, layer_idx):
     """Explicit-attention recomputation of what the backbone exposes."""
-    B = x.shape[0]
-    t, hw = m.patch_embed(x)
-    t = torch.cat((m.cls_token.expand(B, -1, -1), t), 1)
-    t = m._pos_embeding(t, hw, m.pos_embed)
-    num_prev = 0
-    for i, layer in enumerate(m.layers):
-        p = m.layer_prompts(i)
-        t = torch.cat([t[:, :1], p.expand(B, -1, -1), t[:, 1 + num_prev:]], 1)
-        num_prev = p.shape[0]
-        mha = layer.attn.attn
-        C, H = t.shape[-1], mha.num_heads
-        h = layer.norm1(t)
-        w, b = mha.in_proj_weight, mha.in_proj_bias
-        q = F.linear(h, w[:C], b[:C])
-        k = F.linear(h, w[C:2 * C], b[C:2 * C])
-        v = F.linear(h, w[2 * C:], b[2 * C:])
-        split = lambda z: z.view(B, -1, H, C // H).transpose(1, 2)  # noqa
-        attn = (split(q) @ split(k).transpose(-1, -2)) / (C // H)**0.5
-        o = (attn.softmax(-1) @ split(v)).transpose(1, 2).reshape(B, -1, C)
-        if i == layer_idx:
-            n = 1 + num_prev
-            return dict(proxies=p, cls_query=q[:, 0],
-                        prompt_output=o[:, 1:n], patch_mean=t[:, n:].mean(1),
-                        query_mean=q[:, n:].mean(1))
-        t = t + F.linear(o, mha.out_proj.weight, mha.out_proj.bias)
-        t = layer.ffn(layer.norm2(t), identity=t)
+    lay = explicit_vpt_forward(m, x)[1][layer_idx]
+    image = lay.prompt_slice.stop  # the first image token
+    return dict(proxies=lay.prompts, cls_query=lay.query[:, 0],
+                prompt_output=lay.output[:, lay.prompt_slice],
+                patch_mean=lay.tokens[:, image:].mean(1),
+                query_mean=lay.query[:, image:].mean(1))
 
 
 def test_guided_features_equal_direct_computation():
-    m = PromptedVisionTransformer(**TINY, num_prompts=3, num_proxy_prompts=4,
-                                  guided_layers=[1, 2], out_indices=(3, ))
+    m = PromptedVisionTransformer(**TINY_VIT, num_prompts=3,
+                                  num_proxy_prompts=4, guided_layers=[1, 2],
+                                  out_indices=(3, ))
     m.init_weights()
     x = torch.randn(2, 3, 64, 64)
     m.eval()
@@ -253,7 +232,7 @@ def test_forward_cls_is_prompt_free():
 ])
 def test_bad_config_values(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        PromptedVisionTransformer(**{**TINY, **kwargs})
+        PromptedVisionTransformer(**{**TINY_VIT, **kwargs})
 
 
 def test_guided_features_need_the_cls_token():
@@ -277,7 +256,7 @@ def test_stock_mmseg_checkpoint_round_trip(tmp_path):
     x = torch.randn(1, 3, 64, 64)
     for path in (plain, full):
         m = PromptedVisionTransformer(
-            **TINY, out_indices=(1, 3), patch_bias=True, num_prompts=0,
+            **TINY_VIT, out_indices=(1, 3), patch_bias=True, num_prompts=0,
             guided_layers=(), init_cfg=dict(type='Pretrained',
                                             checkpoint=str(path)))
         m.init_weights()
@@ -288,12 +267,13 @@ def test_stock_mmseg_checkpoint_round_trip(tmp_path):
 
 
 def test_pretrained_pos_embed_resized_and_final_norm_ignored(tmp_path):
-    ref = VisionTransformer(**{**TINY, 'img_size': (32, 32)}, final_norm=True)
+    ref = VisionTransformer(**{**TINY_VIT, 'img_size': (32, 32)},
+                            final_norm=True)
     torch.nn.init.normal_(ref.pos_embed,
                           generator=torch.Generator().manual_seed(0))
     path = tmp_path / 'vit32.pth'
     torch.save(ref.state_dict(), path)
-    m = PromptedVisionTransformer(**TINY, num_prompts=2, guided_layers=[1],
+    m = PromptedVisionTransformer(**TINY_VIT, num_prompts=2, guided_layers=[1],
                                   num_proxy_prompts=2, init_cfg=dict(
                                       type='Pretrained', checkpoint=str(path)))
     m.init_weights()  # ln1.* (unused final norm) is accepted, pos resized
@@ -313,10 +293,10 @@ def test_pretrained_pos_embed_resized_and_final_norm_ignored(tmp_path):
     (dict(patch_bias=True), 'patch_bias=True'),
 ])
 def test_wrong_checkpoint_is_a_clear_error(tmp_path, change, match):
-    other = VisionTransformer(**{**TINY, **change})
+    other = VisionTransformer(**{**TINY_VIT, **change})
     path = tmp_path / 'other.pth'
     torch.save(other.state_dict(), path)
-    m = PromptedVisionTransformer(**TINY, num_prompts=2, guided_layers=[1],
+    m = PromptedVisionTransformer(**TINY_VIT, num_prompts=2, guided_layers=[1],
                                   num_proxy_prompts=2, init_cfg=dict(
                                       type='Pretrained', checkpoint=str(path)))
     with pytest.raises(RuntimeError, match=match) as info:
@@ -326,8 +306,8 @@ def test_wrong_checkpoint_is_a_clear_error(tmp_path, change, match):
 
 def test_missing_patch_bias_in_checkpoint_is_an_error(tmp_path):
     path = tmp_path / 'nobias.pth'
-    torch.save(VisionTransformer(**TINY).state_dict(), path)
-    m = PromptedVisionTransformer(**TINY, patch_bias=True, num_prompts=1,
+    torch.save(VisionTransformer(**TINY_VIT).state_dict(), path)
+    m = PromptedVisionTransformer(**TINY_VIT, patch_bias=True, num_prompts=1,
                                   guided_layers=(), init_cfg=dict(
                                       type='Pretrained', checkpoint=str(path)))
     with pytest.raises(RuntimeError,

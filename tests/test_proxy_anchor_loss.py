@@ -284,7 +284,8 @@ def test_zero_norm_inputs_are_finite():
     dict(delta=float('nan')),
 ])
 def test_bad_options_raise(kwargs):
-    with pytest.raises(ValueError):
+    (name, ) = kwargs
+    with pytest.raises(ValueError, match=f'^{name} must be'):
         ProxyAnchorLoss(**kwargs)
 
 
@@ -299,17 +300,18 @@ def test_bad_labels_raise(bad):
 
 def test_bad_shapes_raise():
     loss_fn = ProxyAnchorLoss()
-    with pytest.raises(ValueError):  # channel mismatch
+    with pytest.raises(ValueError, match='8 channels but proxies have 7'):
         loss_fn(torch.randn(3, 8), torch.tensor([0, 1, 2]), torch.randn(4, 7))
-    with pytest.raises(ValueError):  # labels length
+    with pytest.raises(ValueError, match=r'labels must have shape \(3,\)'):
         loss_fn(torch.randn(3, 8), torch.tensor([0, 1]), torch.randn(4, 8))
-    with pytest.raises(ValueError):  # features not 2-D
+    with pytest.raises(ValueError,
+                       match=r'features must have shape \(B, C\)'):
         loss_fn(torch.randn(3, 2, 8), torch.tensor([0, 1, 2]),
                 torch.randn(4, 8))
-    with pytest.raises(ValueError):  # no proxies
+    with pytest.raises(ValueError, match='at least one proxy'):
         loss_fn(torch.randn(3, 8), torch.tensor([-1, -1, -1]),
                 torch.randn(0, 8))
-    with pytest.raises(TypeError):  # float labels
+    with pytest.raises(TypeError, match='labels must be an integer'):
         loss_fn(torch.randn(3, 8), torch.tensor([0., 1., 2.]),
                 torch.randn(4, 8))
 

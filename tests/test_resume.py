@@ -1,72 +1,52 @@
 """Kill a toy run (SIGKILL) after a checkpoint, ``--resume`` it, and compare
 with an uninterrupted run of the same config and seed.
 
-The test-only ``StateProbeHook`` (tests/davpt_probes.py) records digests of
-the prompts, heads, optimizer, learning rates, schedulers, mapping buffers
-and pending class statistics when training starts (after the resume and
-DAVPTHook's ``before_train``) and after chosen iterations. The checkpoint
+The test-only ``StateProbeHook`` (tests/helpers/davpt_probes.py) records
+digests of the prompts, heads, optimizer, learning rates, schedulers, mapping
+buffers and pending class statistics when training starts (after the resume
+and DAVPTHook's ``before_train``) and after chosen iterations. The checkpoint
 iteration N is also a due mapping update. With ``num_workers=0``, one thread
 and a fixed seed the resumed run continues *bit for bit* like the
 uninterrupted one: the class draws are seeded by (seed, iteration, rank),
 mmengine skips the consumed batches, and DAVPTHook's initial pass (which the
 resumed run skips) leaves the global RNG states untouched.
 """
-import json
 import os
 import signal
-import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 import torch
 
 from davpt_seg.datasets import generate_toy_dataset
 from davpt_seg.weights import load_training_checkpoint
+from helpers.davpt_probes import (MAPPING_BUFFERS, digest, read_probe,
+                                  resume_probes)
+from helpers.processes import run_python, start_and_kill
+from helpers.toy_run import assert_same_training_checkpoint, toy_run_config
 
-ROOT = Path(__file__).resolve().parents[1]
-TESTS = Path(__file__).resolve().parent
+pytestmark = pytest.mark.slow  # trains 3 toy runs (~45 s)
+
 N = 6  # checkpoint interval; also a mapping update (interval 3)
 ITERS = 2 * N
 STALL = N + 2  # the killed run is stopped two iterations past the checkpoint
 
-sys.path.insert(0, str(TESTS))
-from davpt_probes import MAPPING_BUFFERS, digest  # noqa: E402
-from toy_run import (assert_same_training_checkpoint,  # noqa: E402
-                     subprocess_env, toy_run_config)
-
 
 def train(cfg, work, *extra, timeout=300):
-    proc = subprocess.run(
-        [sys.executable, 'tools/train.py', str(cfg), '--work-dir', str(work),
-         *extra], cwd=ROOT, env=subprocess_env(), capture_output=True, text=True,
-        timeout=timeout)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-8000:]
-    return out
+    return run_python('tools/train.py', cfg, '--work-dir', work, *extra,
+                      timeout=timeout)
 
 
 def train_and_kill(cfg, work, timeout=300):
     """Start a run that stalls after iteration STALL; SIGKILL it there."""
-    log = open(work.parent / 'killed.log', 'w')
-    proc = subprocess.Popen(
-        [sys.executable, 'tools/train.py', str(cfg), '--work-dir', str(work)],
-        cwd=ROOT, env=subprocess_env(), stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.time() + timeout
-        while not (work / 'stalled').exists():
-            assert proc.poll() is None, (work.parent / 'killed.log'
-                                         ).read_text()[-6000:]
-            assert time.time() < deadline, 'the run never reached STALL'
-            time.sleep(0.2)
+    def kill(proc):
         os.kill(proc.pid, signal.SIGKILL)
         assert proc.wait(timeout=60) == -signal.SIGKILL
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
+
+    start_and_kill([sys.executable, 'tools/train.py', cfg, '--work-dir', work],
+                   work.parent / 'killed.log',
+                   ready=(work / 'stalled').exists, kill=kill,
+                   timeout=timeout)
 
 
 @pytest.fixture(scope='module')
@@ -95,18 +75,12 @@ custom_hooks = {hooks[:-1]}    dict(type='StallHook', at={STALL}),
         last=(cut / 'last_checkpoint').read_text().strip(),
         files=sorted(p.name for p in cut.glob('*.pth')),
         stalled_at=int((cut / 'stalled').read_text()),
-        probe=json.loads((cut / 'state_probe_rank0.json').read_text()))
+        probe=read_probe(cut, 'state_probe'))
     resumed_log = train(base, cut, '--resume')
-
-    def probe(work, name):
-        return json.loads((work / f'{name}_rank0.json').read_text())
 
     return dict(full=full, cut=cut, full_log=full_log,
                 resumed_log=resumed_log, killed=killed,
-                full_state=probe(full, 'state_probe'),
-                resumed_state=probe(cut, 'state_probe'),
-                full_mapping=probe(full, 'mapping_probe'),
-                resumed_mapping=probe(cut, 'mapping_probe'))
+                **resume_probes(full, cut))
 
 
 STATE_KEYS = ('prompts', 'heads', 'optimizer', 'lr', 'scheduler', 'mapping',

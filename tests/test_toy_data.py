@@ -137,9 +137,9 @@ def test_idempotent(tmp_path):
 
 
 def test_invalid_arguments(tmp_path):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r'num_classes must be in \[1, 254\]'):
         generate_toy_dataset(tmp_path, num_classes=255)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match='seed must be non-negative'):
         generate_toy_dataset(tmp_path, seed=-1)
 
 

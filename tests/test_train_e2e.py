@@ -1,33 +1,26 @@
 """End to end, as a user runs it: tools/train.py on the toy config, then
 tools/test.py (single-scale and --tta) on the checkpoint, full and
 prompt-only."""
-import json
 import math
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from davpt_seg.datasets import generate_toy_dataset
 from davpt_seg.weights import load_training_checkpoint
-from toy_run import save_toy_vit, toy_run_config
+from helpers.processes import run_python
+from helpers.toy_run import read_scalars, toy_run_config
 
-ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # trains the toy (~1 min on 2 cores)
+
 ITERS = 48  # two mapping updates (one epoch = 96 images / 4 = 24 iters)
-
-
-def run(args, cwd, timeout=600):
-    env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1',
-               PYTHONWARNINGS='ignore')
-    proc = subprocess.run([sys.executable, *map(str, args)], cwd=cwd,
-                          env=env, capture_output=True, text=True,
-                          timeout=timeout)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-6000:]
-    return out
+# mIoU floors of this 48-iteration run (the README's 70-80 is for the full
+# 300 iterations). Measured (tools/test.py on iter_48.pth, the fixture's
+# set-up, 2-core CPU, torch 2.13): randomness.seed=0 (this test): 51.51
+# single-scale, 45.06 --tta on 4 images; randomness.seed=1: 49.98 and
+# 41.04. Chance is 12.5.
+MIN_MIOU_SS = 40.
+MIN_MIOU_TTA = 30.
 
 
 def miou(output):
@@ -37,32 +30,26 @@ def miou(output):
 
 
 @pytest.fixture(scope='module')
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, toy_vit_path):
     tmp = tmp_path_factory.mktemp('e2e')
     data = tmp / 'toy_ade'
     generate_toy_dataset(str(data))
     # A "pretrained" ViT in mmseg format (random: nothing can be downloaded)
     # so that the run exercises init_cfg=Pretrained and prompt-only loading.
-    save_toy_vit(tmp / 'toy_vit.pth')
     cfg = tmp / 'toy_e2e.py'
     cfg.write_text(toy_run_config(
         data, ITERS, checkpoint_interval=ITERS, val_interval=ITERS,
         logger_interval=8, extra=f"""model = dict(backbone=dict(init_cfg=dict(
-    _delete_=True, type='Pretrained', checkpoint={str(tmp / 'toy_vit.pth')!r})))
+    _delete_=True, type='Pretrained', checkpoint={str(toy_vit_path)!r})))
 """))
     work = tmp / 'work'
-    out = run(['tools/train.py', cfg, '--work-dir', work], ROOT)
+    out = run_python('tools/train.py', cfg, '--work-dir', work, timeout=600)
     return dict(tmp=tmp, cfg=cfg, work=work, log=out,
                 ckpt=work / f'iter_{ITERS}.pth')
 
 
-def _scalars(work):
-    [path] = list(work.glob('*/vis_data/scalars.json'))
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
 def test_training_logs_finite_metric_losses(trained):
-    rows = [r for r in _scalars(trained['work']) if 'loss' in r]
+    rows = [r for r in read_scalars(trained['work']) if 'loss' in r]
     assert rows and rows[-1]['iter'] == ITERS
     for r in rows:
         for key in ('loss_davpt_token', 'loss_davpt_cls', 'decode.loss_ce'):
@@ -96,19 +83,19 @@ def test_checkpoint_holds_mapping_buffers(trained):
 
 def test_test_single_scale_and_tta(trained):
     args = ['tools/test.py', trained['cfg'], trained['ckpt']]
-    ss = run(args + ['--work-dir', trained['tmp'] / 'ss'], ROOT)
-    assert 0 <= miou(ss) <= 100
+    ss = run_python(*args, '--work-dir', trained['tmp'] / 'ss', timeout=600)
+    assert MIN_MIOU_SS <= miou(ss) <= 100
     assert '| Class' in ss and '| toy_7 |' in ss  # per-class IoU table
-    ms = run(args + ['--tta', '--work-dir', trained['tmp'] / 'ms',
-                     '--cfg-options', 'test_dataloader.dataset.indices=4'],
-             ROOT)
-    assert 0 <= miou(ms) <= 100
-    trained['miou_ss'] = miou(ss)
+    ms = run_python(*args, '--tta', '--work-dir', trained['tmp'] / 'ms',
+                    '--cfg-options', 'test_dataloader.dataset.indices=4',
+                    timeout=600)
+    assert MIN_MIOU_TTA <= miou(ms) <= 100
 
 
 def test_prompt_only_checkpoint_gives_identical_results(trained):
     full, small = trained['ckpt'], trained['tmp'] / 'prompts.pth'
-    out = run(['tools/extract_prompts.py', trained['cfg'], full, small], ROOT)
+    out = run_python('tools/extract_prompts.py', trained['cfg'], full, small,
+                     timeout=600)
     assert 'frozen backbone tensors dropped' in out
     small_ckpt = load_training_checkpoint(str(small))
     state = small_ckpt['state_dict']
@@ -118,8 +105,10 @@ def test_prompt_only_checkpoint_gives_identical_results(trained):
     assert 'decode_head.conv_seg.weight' in state
     assert small.stat().st_size < full.stat().st_size
     args = ['tools/test.py', trained['cfg']]
-    a = miou(run(args + [full, '--work-dir', trained['tmp'] / 'a'], ROOT))
-    b = miou(run(args + [small, '--work-dir', trained['tmp'] / 'b'], ROOT))
-    assert a == b
-    assert 'frozen backbone weights restored from' in run(
-        args + [small, '--work-dir', trained['tmp'] / 'c'], ROOT)
+    a = miou(run_python(*args, full, '--work-dir', trained['tmp'] / 'a',
+                        timeout=600))
+    b = miou(run_python(*args, small, '--work-dir', trained['tmp'] / 'b',
+                        timeout=600))
+    assert a == b >= MIN_MIOU_SS
+    assert 'frozen backbone weights restored from' in run_python(
+        *args, small, '--work-dir', trained['tmp'] / 'c', timeout=600)

@@ -234,3 +234,28 @@ class NaNInjectionHook(Hook):
             return forward(guided, *args, **kwargs)
 
         objective.forward = poisoned
+
+
+def read_probe(work_dir, name: str, rank: int = 0) -> dict:
+    """What the probe hook ``name`` (``'state_probe'``, ``'mapping_probe'``)
+    of ``rank`` last wrote into ``work_dir``; ``{}`` before it wrote."""
+    path = osp.join(work_dir, f'{name}_rank{rank}.json')
+    if not osp.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def resume_probes(full, resumed, ranks=None) -> dict:
+    """The state and mapping probes of an uninterrupted run (``full``) and
+    of a resumed one: keys ``full_state``, ``resumed_state``,
+    ``full_mapping``, ``resumed_mapping``; rank 0's, or a list over
+    ``ranks``."""
+    def read(work, name):
+        if ranks is None:
+            return read_probe(work, name)
+        return [read_probe(work, name, r) for r in ranks]
+
+    return {f'{run}_{kind}': read(work, f'{kind}_probe')
+            for run, work in (('full', full), ('resumed', resumed))
+            for kind in ('state', 'mapping')}
