@@ -2,7 +2,7 @@
 # unchanged, turned into DA-VPT by the backbone type, the DA-VPT backbone
 # arguments and `custom_hooks` below, and `custom_imports` (the base
 # `../_base_/davpt_imports.py`). Nothing else differs
-# (tests/test_configs.py checks that key by key): the SGD optimiser (lr 1e-3,
+# (tests/unit/test_configs.py checks that key by key): the SGD optimiser (lr 1e-3,
 # heads x10, weight decay 0), PolyLR 160k, MLA neck and heads, out_indices
 # (5, 11, 17, 23), data and runtime are mmseg's.
 #
