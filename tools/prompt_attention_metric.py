@@ -138,6 +138,7 @@ def main(argv=None):
     layers = check_layers(backbone, args.layers)
     names = list(model.dataset_meta['classes'])
     mapping, source = checkpoint_mapping(args.checkpoint), 'checkpoint mapping'
+    method = 'DA-VPT' if mapping is not None else 'VPT-Deep (no mapping)'
     if args.mapping_from:
         mapping = mapping_from_checkpoint(
             args.mapping_from, backbone.num_proxy_prompts, len(names))
@@ -152,8 +153,7 @@ def main(argv=None):
     result = dict(
         config=args.config, checkpoint=args.checkpoint, split=args.split,
         num_images=acc.num_images, layers=layers,
-        method='DA-VPT' if backbone.class_mapping is not None else
-        'VPT-Deep (no mapping)',
+        method=method,
         assignment=source if mapping is not None else None,
         definition=DEFINITION,
         note=('best_class: per prompt the single class with the largest '

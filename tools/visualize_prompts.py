@@ -142,7 +142,8 @@ def layer_view(record, layer, b, patch, img_shape, ori_shape, class_lists,
     return view
 
 
-def sheet_for(model, img_path, ann_path, layers, mapping, args, out_file):
+def sheet_for(model, img_path, ann_path, layers, mapping, method, args,
+              out_file):
     backbone = model.backbone
     names = list(model.dataset_meta['classes'])
     meta = dict(classes=names, palette=palette_of(model, len(names)))
@@ -158,7 +159,6 @@ def sheet_for(model, img_path, ann_path, layers, mapping, args, out_file):
         gt = load_annotation(model, ann_path, img_path)
         if gt.shape != tuple(ori_shape):
             gt = mmcv.imresize(gt, ori_shape[::-1], interpolation='nearest')
-    method = 'DA-VPT' if backbone.class_mapping is not None else 'VPT-Deep'
     label = None
     if args.mapping_from:
         label = ('titled with the classes of the mapping of '
@@ -199,6 +199,7 @@ def main(argv=None):
                        cfg_options=args.cfg_options)
     layers = check_layers(model.backbone, args.layers)
     mapping = checkpoint_mapping(args.checkpoint)
+    method = 'DA-VPT' if mapping is not None else 'VPT-Deep'
     if args.mapping_from:
         mapping = mapping_from_checkpoint(
             args.mapping_from, model.backbone.num_proxy_prompts,
@@ -213,7 +214,7 @@ def main(argv=None):
         used.add(name)
         out_file = osp.join(args.out, name + '.png')
         sheet_for(model, img, args.ann[i] if args.ann else None, layers,
-                  mapping, args, out_file)
+                  mapping, method, args, out_file)
         print(f'{img} -> {out_file}')
 
 
