@@ -9,6 +9,7 @@
 # images / batch 4 = 24 iterations).
 _base_ = [
     'mmseg::_base_/default_runtime.py', './_base_/models/setr_pup_prompted.py',
+    './_base_/datasets/one_process.py',
     './_base_/schedules/sgd_poly_heads10.py', './_base_/davpt_imports.py',
     './_base_/davpt_hook.py'
 ]
@@ -58,14 +59,9 @@ train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='CheckedLoadAnnotations', reduce_zero_label=True,
          num_classes=num_classes),
-    dict(
-        type='RandomResize',
-        scale=(128, 64),
-        ratio_range=(0.5, 2.0),
-        keep_ratio=True),
-    dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PhotoMetricDistortion'),
+    dict(_base_.random_resize, scale=(128, 64)),
+    dict(_base_.random_crop, crop_size=crop_size),
+    *_base_.flip_and_distort,
     dict(type='PackSegInputs')
 ]
 test_pipeline = [
@@ -99,9 +95,8 @@ tta_pipeline = [
 ]
 train_dataloader = dict(
     batch_size=4,
-    num_workers=0,
+    num_workers=0,  # no worker processes (one CPU process)
     persistent_workers=False,
-    sampler=dict(type='InfiniteSampler', shuffle=True),
     dataset=dict(
         type=dataset_type,
         data_root=data_root,
@@ -111,7 +106,6 @@ train_dataloader = dict(
 val_dataloader = dict(
     train_dataloader,
     batch_size=1,
-    sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(
         train_dataloader['dataset'],
         data_prefix=dict(
@@ -119,8 +113,6 @@ val_dataloader = dict(
             seg_map_path='annotations/validation'),
         pipeline=test_pipeline))
 test_dataloader = val_dataloader
-val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
-test_evaluator = val_evaluator
 
 # ------------------------------------------------------------- schedule
 # 300 iterations (`_base_/schedules/sgd_poly_heads10.py`), validation and a

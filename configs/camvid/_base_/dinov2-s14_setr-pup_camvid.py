@@ -9,6 +9,7 @@
 _base_ = [
     'mmseg::_base_/default_runtime.py',
     '../../_base_/models/setr_pup_prompted.py',
+    '../../_base_/datasets/one_process.py',
     '../../_base_/schedules/sgd_poly_heads10.py',
     '../../_base_/davpt_imports.py'
 ]
@@ -52,14 +53,9 @@ dataset_type = 'CamVidDataset'
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='CheckedLoadAnnotations', num_classes=num_classes),
-    dict(
-        type='RandomResize',
-        scale=img_scale,
-        ratio_range=(0.5, 2.0),
-        keep_ratio=True),
-    dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PhotoMetricDistortion'),
+    dict(_base_.random_resize, scale=img_scale),
+    dict(_base_.random_crop, crop_size=crop_size),
+    *_base_.flip_and_distort,
     dict(type='PackSegInputs')
 ]
 test_pipeline = [
@@ -68,11 +64,9 @@ test_pipeline = [
     dict(type='CheckedLoadAnnotations', num_classes=num_classes),
     dict(type='PackSegInputs')
 ]
+# 2 workers (`../../_base_/datasets/one_process.py`)
 train_dataloader = dict(
     batch_size=8,
-    num_workers=2,
-    persistent_workers=True,
-    sampler=dict(type='InfiniteSampler', shuffle=True),
     dataset=dict(
         type=dataset_type,
         data_root=data_root,
@@ -81,14 +75,11 @@ train_dataloader = dict(
 val_dataloader = dict(
     train_dataloader,
     batch_size=1,
-    sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(
         train_dataloader['dataset'],
         data_prefix=dict(img_path='val', seg_map_path='valannot'),
         pipeline=test_pipeline))
 test_dataloader = val_dataloader
-val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
-test_evaluator = val_evaluator
 
 # ------------------------------------------------------------- schedule
 # `../../_base_/schedules/sgd_poly_heads10.py` for 8k iterations: validation
