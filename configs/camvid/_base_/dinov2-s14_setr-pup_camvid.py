@@ -9,6 +9,7 @@
 _base_ = [
     'mmseg::_base_/default_runtime.py',
     '../../_base_/models/setr_pup_prompted.py',
+    '../../_base_/models/dinov2-s14.py',
     '../../_base_/datasets/one_process.py',
     '../../_base_/schedules/sgd_poly_heads10.py',
     '../../_base_/davpt_imports.py'
@@ -17,31 +18,20 @@ _base_ = [
 num_classes = 11
 crop_size = (350, 350)  # 25 x 25 patches of 14 px
 img_scale = (480, 360)  # CamVid's size (W, H)
-embed_dims = 384
+embed_dims = _base_.dinov2_s14.embed_dims  # 384
 data_root = 'data/camvid'
-pretrained = 'pretrain/dinov2_vits14.pth'  # tools/convert_weights.py output
+pretrained = _base_.dinov2_s14.init_cfg.checkpoint  # convert_weights.py output
 # One process: the base's BN (use SyncBN for several GPUs).
 data_preprocessor = dict(size=crop_size)
 model = dict(
     data_preprocessor=data_preprocessor,
-    backbone=dict(  # DINOv2-S/14
+    backbone=dict(
+        _base_.dinov2_s14,  # `../../_base_/models/dinov2-s14.py`
         img_size=crop_size,
-        patch_size=14,
-        embed_dims=embed_dims,
-        num_layers=12,
-        num_heads=6,
-        mlp_ratio=4,
         out_indices=(5, 11),
-        qkv_bias=True,
-        attn_drop_rate=0.,
-        drop_path_rate=0.,
-        final_norm=True,
-        act_cfg=dict(type='GELU'),
-        interpolate_mode='bicubic',
         num_prompts=0,
         num_proxy_prompts=0,
-        guided_layers=[],
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+        guided_layers=[]),
     decode_head=dict(
         in_channels=embed_dims, channels=128, num_classes=num_classes),
     auxiliary_head=dict(
