@@ -104,7 +104,7 @@ train_dataloader = dict(
             img_path='images/training', seg_map_path='annotations/training'),
         pipeline=train_pipeline))
 val_dataloader = dict(
-    train_dataloader,
+    train_dataloader,  # its workers and dataset, batch 1, other paths
     batch_size=1,
     dataset=dict(
         train_dataloader['dataset'],

@@ -54,7 +54,7 @@ test_pipeline = [
     dict(type='CheckedLoadAnnotations', num_classes=num_classes),
     dict(type='PackSegInputs')
 ]
-# 2 workers (`../../_base_/datasets/one_process.py`)
+# 2 workers, batch 1 for validation (`../../_base_/datasets/one_process.py`)
 train_dataloader = dict(
     batch_size=8,
     dataset=dict(
@@ -63,8 +63,6 @@ train_dataloader = dict(
         data_prefix=dict(img_path='train', seg_map_path='trainannot'),
         pipeline=train_pipeline))
 val_dataloader = dict(
-    train_dataloader,
-    batch_size=1,
     dataset=dict(
         train_dataloader['dataset'],
         data_prefix=dict(img_path='val', seg_map_path='valannot'),
