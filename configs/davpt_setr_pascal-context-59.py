@@ -6,7 +6,7 @@
 # `configs/davpt_setr_pascal-context.py` (60 classes, see there): both are
 # `_base_/davpt_setr-pup_vit-l16_pascal-context.py` on a dataset config;
 # this one is mmseg's 59-class one, which brings its own tta_pipeline
-# (0.5-1.75 + flip). tests/test_configs.py checks that the two differ only
+# (0.5-1.75 + flip). tests/unit/test_configs.py checks that the two differ only
 # in the dataset, the class count and `background_ids`.
 #
 # All 59 classes are prompt targets: `background_ids=()` (mapping_interval:

@@ -20,20 +20,17 @@ pretrained file is not on this machine).
 import argparse
 import os
 import os.path as osp
-import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+import torch
+from mmengine.config import Config, DictAction
+from mmseg.registry import MODELS
+from mmengine.registry import init_default_scope
 
-import torch  # noqa: E402
-from mmengine.config import Config, DictAction  # noqa: E402
-from mmseg.registry import MODELS  # noqa: E402
-from mmengine.registry import init_default_scope  # noqa: E402
-
-import davpt_seg.compat  # noqa: E402
-from davpt_seg.weights import (  # noqa: E402
+import davpt_seg.compat
+from davpt_seg.weights import (
     frozen_backbone_keys, frozen_weights_sha256, frozen_weights_summary,
     load_training_checkpoint, make_prompt_only, summaries_match)
-from davpt_seg.weights.prompt_only import frozen_tensors  # noqa: E402
+from davpt_seg.weights.prompt_only import frozen_tensors
 
 
 def check_pretrained_fits(model, state: dict, checkpoint: str,

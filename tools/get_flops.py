@@ -12,20 +12,17 @@ matmuls of mmseg's stock ViT (see :mod:`davpt_seg.utils.flops`).
 Parameters are those of the training model (auxiliary heads included).
 """
 import argparse
-import os.path as osp
 import sys
 from typing import Optional, Sequence
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+import torch
+from mmengine.config import Config, DictAction
+from mmengine.model import revert_sync_batchnorm
+from mmengine.registry import init_default_scope
+from mmseg.registry import MODELS
 
-import torch  # noqa: E402
-from mmengine.config import Config, DictAction  # noqa: E402
-from mmengine.model import revert_sync_batchnorm  # noqa: E402
-from mmengine.registry import init_default_scope  # noqa: E402
-from mmseg.registry import MODELS  # noqa: E402
-
-import davpt_seg  # noqa: F401,E402  (registration)
-from davpt_seg.utils.flops import flop_analyzer  # noqa: E402
+import davpt_seg  # noqa: F401  (registration)
+from davpt_seg.utils.flops import flop_analyzer
 
 
 def parse_args(argv=None) -> argparse.Namespace:

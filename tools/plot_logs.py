@@ -16,11 +16,8 @@ drops a training point that shares its step with a validation line.
 import argparse
 import os
 import os.path as osp
-import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-
-from davpt_seg.analysis.logs import (find_scalar_files,  # noqa: E402
+from davpt_seg.analysis.logs import (find_scalar_files,
                                      load_scalars, plot_curves)
 
 DEFAULT_KEYS = ['loss', 'decode.loss_ce', 'loss_davpt_token',

@@ -37,19 +37,16 @@ import argparse
 import json
 import os
 import os.path as osp
-import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+import torch
+from mmengine.config import DictAction
+from mmengine.dataset import pseudo_collate
 
-import torch  # noqa: E402
-from mmengine.config import DictAction  # noqa: E402
-from mmengine.dataset import pseudo_collate  # noqa: E402
-
-import davpt_seg.compat  # noqa: E402
+import davpt_seg.compat
 from davpt_seg.analysis.loading import (build_split, check_layers,  # noqa
                                         load_model, mapping_from_checkpoint,
                                         checkpoint_mapping, prompt_class_lists)
-from davpt_seg.analysis.prompt_attention import (  # noqa: E402
+from davpt_seg.analysis.prompt_attention import (
     PrecisionAccumulator, attention_pass, summarize)
 
 DEFINITION = (

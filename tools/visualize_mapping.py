@@ -14,16 +14,13 @@ import argparse
 import json
 import os
 import os.path as osp
-import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+from mmengine.config import Config, DictAction
 
-from mmengine.config import Config, DictAction  # noqa: E402
-
-import davpt_seg  # noqa: F401,E402
-from davpt_seg.analysis.loading import (class_mapping_from,  # noqa: E402
+import davpt_seg  # noqa: F401
+from davpt_seg.analysis.loading import (class_mapping_from,
                                         config_dataset_meta)
-from davpt_seg.weights import load_training_checkpoint  # noqa: E402
+from davpt_seg.weights import load_training_checkpoint
 
 
 def parse_args(argv=None):

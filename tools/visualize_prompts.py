@@ -26,21 +26,18 @@ pretrained file, see README "Prompt-only checkpoints") and on CPU.
 import argparse
 import os
 import os.path as osp
-import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+import mmcv
+import numpy as np
+import torch
+from mmengine.config import DictAction
 
-import mmcv  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from mmengine.config import DictAction  # noqa: E402
-
-import davpt_seg.compat  # noqa: E402
+import davpt_seg.compat
 from davpt_seg.analysis.loading import (check_layers, load_annotation,  # noqa
                                         load_model, mapping_from_checkpoint,
                                         checkpoint_mapping,
                                         prepare_image, prompt_class_lists)
-from davpt_seg.analysis.prompt_attention import (  # noqa: E402
+from davpt_seg.analysis.prompt_attention import (
     attention_pass, class_fractions, grid_to_image, image_precision, spread)
 
 

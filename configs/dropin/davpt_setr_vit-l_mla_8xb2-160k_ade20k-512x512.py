@@ -3,7 +3,7 @@
 # arguments below, `custom_hooks` (the base `../_base_/davpt_hook.py`) and
 # `custom_imports` (the base `../_base_/davpt_imports.py`). Nothing else
 # differs
-# (tests/test_configs.py checks that key by key): the SGD optimiser (lr 1e-3,
+# (tests/unit/test_configs.py checks that key by key): the SGD optimiser (lr 1e-3,
 # heads x10, weight decay 0), PolyLR 160k, MLA neck and heads, out_indices
 # (5, 11, 17, 23), data and runtime are mmseg's.
 #

@@ -3,7 +3,7 @@
 # backbone arguments below, `custom_hooks` (the base
 # `../_base_/davpt_hook.py`) and `custom_imports` (the base
 # `../_base_/davpt_imports.py`). Nothing else differs
-# (tests/test_configs.py checks that key by key): the AdamW optimiser,
+# (tests/unit/test_configs.py checks that key by key): the AdamW optimiser,
 # warm-up + poly schedule, UperNet/FCN heads, MLN neck, out_indices
 # (2, 5, 8, 11), data and runtime are mmseg's.
 #

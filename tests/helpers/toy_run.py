@@ -21,12 +21,13 @@ TOY_VIT = dict(img_size=(64, 64), patch_size=8, embed_dims=96, num_layers=4,
 
 def assert_same_training_checkpoint(path_a, path_b, iters: int) -> None:
     """Two runs' ``iter_{iters}.pth`` hold bit-identical weights, buffers,
-    optimizer momentum and scheduler states."""
+    DA-VPT objective state, optimizer momentum and scheduler states."""
     a = load_training_checkpoint(str(path_a))
     b = load_training_checkpoint(str(path_b))
-    assert a['state_dict'].keys() == b['state_dict'].keys()
-    for k, v in a['state_dict'].items():
-        assert torch.equal(v, b['state_dict'][k]), k
+    for key in ('state_dict', 'davpt'):
+        assert a.get(key, {}).keys() == b.get(key, {}).keys(), key
+        for k, v in a.get(key, {}).items():
+            assert torch.equal(v, b[key][k]), k
     assert a['meta']['iter'] == b['meta']['iter'] == iters
     assert a['param_schedulers'] == b['param_schedulers']
     sa, sb = a['optimizer']['state'], b['optimizer']['state']

@@ -1,6 +1,6 @@
 # Copyright (c) davpt-seg contributors. Apache-2.0.
 """Rows of ``benchmark.json``: time summaries, ratios, the issue's targets
-and the schema check (``tests/test_benchmark.py`` checks the same from the
+and the schema check (``tests/integration/test_benchmark.py`` checks the same from the
 outside)."""
 import statistics
 from typing import Dict, List, Optional, Sequence

@@ -10,7 +10,8 @@ import sys
 import pytest
 
 from davpt_seg.compat import FrozenParamLogFilter
-from toy_run import ROOT, subprocess_env
+from helpers import ROOT
+from helpers.processes import subprocess_env
 
 PROBE = r'''
 import json, logging, sys

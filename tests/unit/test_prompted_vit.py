@@ -236,7 +236,7 @@ def test_bad_config_values(kwargs, match):
 
 
 def test_guided_features_need_the_cls_token():
-    m = PromptedVisionTransformer(**TINY, guided_layers=[1],
+    m = PromptedVisionTransformer(**TINY_VIT, guided_layers=[1],
                                   with_cls_token=False)
     with pytest.raises(ValueError, match='with_cls_token=True'):
         m.capture_guided()

@@ -76,11 +76,29 @@ custom_hooks = {hooks[:-1]}    dict(type='StallHook', at={STALL}),
         files=sorted(p.name for p in cut.glob('*.pth')),
         stalled_at=int((cut / 'stalled').read_text()),
         probe=read_probe(cut, 'state_probe'))
+    legacy = tmp / 'legacy'
+    write_legacy_checkpoint(cut / f'iter_{N}.pth', legacy)
     resumed_log = train(base, cut, '--resume')
+    legacy_log = train(base, legacy, '--resume')
 
-    return dict(full=full, cut=cut, full_log=full_log,
-                resumed_log=resumed_log, killed=killed,
+    return dict(full=full, cut=cut, full_log=full_log, legacy=legacy,
+                resumed_log=resumed_log, legacy_log=legacy_log,
+                killed=killed, legacy_state=read_probe(legacy, 'state_probe'),
                 **resume_probes(full, cut))
+
+
+def write_legacy_checkpoint(src, work):
+    """``src`` as earlier versions wrote it: the mapping in the model state
+    (``backbone.class_mapping.*``), no ``davpt`` key; the latest checkpoint
+    of the work dir ``work``."""
+    ckpt = load_training_checkpoint(str(src))
+    objective = ckpt.pop('davpt')
+    ckpt['state_dict'].update({
+        'backbone.class_mapping.' + k[len('mapping.'):]: v
+        for k, v in objective.items()})
+    work.mkdir()
+    torch.save(ckpt, work / src.name)
+    (work / 'last_checkpoint').write_text(str(work / src.name))
 
 
 STATE_KEYS = ('prompts', 'heads', 'optimizer', 'lr', 'scheduler', 'mapping',
@@ -133,6 +151,24 @@ def test_resumed_run_continues_exactly_like_the_uninterrupted_one(runs):
         assert end_full[key] == end_res[key], key
     assert_same_training_checkpoint(runs['full'] / f'iter_{ITERS}.pth',
                                     runs['cut'] / f'iter_{ITERS}.pth', ITERS)
+
+
+def test_checkpoint_of_an_earlier_version_resumes_exactly(runs):
+    """A checkpoint with the mapping where earlier versions kept it (model
+    state ``backbone.class_mapping.*``) resumes like the current format:
+    DAVPTHook migrates it, the model never sees those keys."""
+    assert 'class->prompt mapping restored from the checkpoint (update 3)' \
+        in runs['legacy_log']
+    assert 'DA-VPT initial mapping' not in runs['legacy_log']
+    start, end = runs['legacy_state']['start'], runs['legacy_state']['end']
+    assert start['iter'] == N and end['iter'] == ITERS
+    for key in STATE_KEYS:
+        assert start[key] == runs['full_state'][str(N)][key], key
+        assert end[key] == runs['full_state']['end'][key], key
+    assert_same_training_checkpoint(runs['full'] / f'iter_{ITERS}.pth',
+                                    runs['legacy'] / f'iter_{ITERS}.pth',
+                                    ITERS)
+    assert 'unexpected key' not in runs['legacy_log']
 
 
 def test_checkpoint_at_a_due_update_is_consistent(runs):
