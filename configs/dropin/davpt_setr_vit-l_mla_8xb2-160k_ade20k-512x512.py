@@ -1,7 +1,8 @@
 # Drop-in demonstration: mmseg's stock SETR-MLA ViT-L/16 ADE20K config,
 # unchanged, turned into DA-VPT by the backbone type, the DA-VPT backbone
-# arguments and `custom_hooks` below, and `custom_imports` (the base
-# `../_base_/davpt_imports.py`). Nothing else differs
+# arguments below, `custom_hooks` (the base `../_base_/davpt_hook.py`) and
+# `custom_imports` (the base `../_base_/davpt_imports.py`). Nothing else
+# differs
 # (tests/unit/test_configs.py checks that key by key): the SGD optimiser (lr 1e-3,
 # heads x10, weight decay 0), PolyLR 160k, MLA neck and heads, out_indices
 # (5, 11, 17, 23), data and runtime are mmseg's.
@@ -27,7 +28,7 @@
 # guided_layers=[11] as in the SETR-PUP configs (docs/method.md §5).
 _base_ = [
     'mmseg::setr/setr_vit-l_mla_8xb2-160k_ade20k-512x512.py',
-    '../_base_/davpt_imports.py'
+    '../_base_/davpt_imports.py', '../_base_/davpt_hook.py'
 ]
 
 model = dict(
@@ -39,9 +40,6 @@ model = dict(
         num_proxy_prompts=10,
         guided_layers=[11]))
 
-custom_hooks = [
-    dict(
-        type='DAVPTHook',
-        background_ids=(),  # ADE20K: 'other' is already the ignore index
-        mapping_interval=None)  # one epoch: ceil(20210 / 16) = 1264 iters
-]
+# custom_hooks: DAVPTHook with its defaults (`../_base_/davpt_hook.py`):
+# background_ids=() (ADE20K: 'other' is already the ignore index),
+# mapping_interval=None (one epoch: ceil(20210 / 16) = 1264 iterations).

@@ -1,7 +1,8 @@
 # Drop-in demonstration: mmseg's stock UperNet + ViT-B/16 (MLN neck) ADE20K
 # config, unchanged, turned into DA-VPT by the backbone type, the DA-VPT
-# backbone arguments and `custom_hooks` below, and `custom_imports` (the
-# base `../_base_/davpt_imports.py`). Nothing else differs
+# backbone arguments below, `custom_hooks` (the base
+# `../_base_/davpt_hook.py`) and `custom_imports` (the base
+# `../_base_/davpt_imports.py`). Nothing else differs
 # (tests/unit/test_configs.py checks that key by key): the AdamW optimiser,
 # warm-up + poly schedule, UperNet/FCN heads, MLN neck, out_indices
 # (2, 5, 8, 11), data and runtime are mmseg's.
@@ -27,7 +28,7 @@
 # file without patch_bias=True.
 _base_ = [
     'mmseg::vit/vit_vit-b16_mln_upernet_8xb2-80k_ade20k-512x512.py',
-    '../_base_/davpt_imports.py'
+    '../_base_/davpt_imports.py', '../_base_/davpt_hook.py'
 ]
 
 model = dict(
@@ -38,9 +39,6 @@ model = dict(
         num_proxy_prompts=10,
         guided_layers=[11]))
 
-custom_hooks = [
-    dict(
-        type='DAVPTHook',
-        background_ids=(),  # ADE20K: 'other' is already the ignore index
-        mapping_interval=None)  # one epoch: ceil(20210 / 16) = 1264 iters
-]
+# custom_hooks: DAVPTHook with its defaults (`../_base_/davpt_hook.py`):
+# background_ids=() (ADE20K: 'other' is already the ignore index),
+# mapping_interval=None (one epoch: ceil(20210 / 16) = 1264 iterations).

@@ -9,18 +9,9 @@ from .toy_data import TOY_PALETTE
 class ToyADE20KDataset(BaseSegDataset):
     """Toy dataset written by :func:`generate_toy_dataset`, ADE20K style.
 
-    The data has ADE20K's on-disk layout (``data_root`` below is the ``root``
-    given to the generator, ``data/toy_ade`` by default)::
-
-        data_root/
-        ├── images/
-        │   ├── training/toy_00000.jpg ...
-        │   └── validation/toy_00000.jpg ...
-        ├── annotations/
-        │   ├── training/toy_00000.png ...
-        │   └── validation/toy_00000.png ...
-        └── toy_meta.json
-
+    The data has ADE20K's on-disk layout (drawn in
+    :mod:`davpt_seg.datasets.toy_data`; ``data_root`` is the ``root`` given to
+    the generator, ``data/toy_ade`` by default),
     so it is configured like ``ADE20KDataset``, e.g. ``data_prefix=dict(
     img_path='images/training', seg_map_path='annotations/training')``.
 

@@ -4,6 +4,7 @@ import json
 import cv2
 import numpy as np
 import pytest
+from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from PIL import Image
 
@@ -11,6 +12,7 @@ from davpt_seg.datasets import ToyADE20KDataset, generate_toy_dataset
 from davpt_seg.datasets.toy_data import (META_FILE, TOY_PALETTE,
                                          synthesize_toy_sample)
 from mmseg.registry import DATASETS
+from helpers import TOY_CONFIG
 
 NUM_CLASSES = 8
 SPLITS = dict(training=96, validation=24)
@@ -158,19 +160,15 @@ def _build(root, split, pipeline, **kwargs):
 
 @pytest.mark.filterwarnings('ignore:`reduce_zero_label` will be deprecated')
 def test_dataset_train_pipeline(toy_root):
-    crop_size = (64, 64)
+    """The toy config's training pipeline (random resize, crop, flip,
+    photometric distortion) on the generated data, resized around twice the
+    config's scale so that no crop is smaller than crop_size (the config
+    leaves that padding to the data preprocessor)."""
+    toy = Config.fromfile(str(TOY_CONFIG))
+    crop_size = tuple(toy.crop_size)
     pipeline = [
-        dict(type='LoadImageFromFile'),
-        dict(type='LoadAnnotations', reduce_zero_label=True),
-        dict(
-            type='RandomResize',
-            scale=(256, 128),
-            ratio_range=(0.5, 2.0),
-            keep_ratio=True),
-        dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
-        dict(type='RandomFlip', prob=0.5),
-        dict(type='PhotoMetricDistortion'),
-        dict(type='PackSegInputs'),
+        dict(step, scale=(256, 128)) if step.type == 'RandomResize' else step
+        for step in toy.train_pipeline
     ]
     dataset = _build(toy_root, 'training', pipeline)
     assert isinstance(dataset, ToyADE20KDataset)
