@@ -3,7 +3,7 @@
 
 Sequence layout of layer ``l`` (``with_cls_token=True``)::
 
-    [CLS (1) | prompts of layer l (P_l) | image tokens (N)]   ->  B x (1+P_l+N) x C
+    [CLS (1) | prompts of layer l (P_l) | image tokens (N)]: B x (1+P_l+N) x C
 
 With ``num_register_tokens=R`` (DINOv2 with registers) R frozen pretrained
 register tokens follow [CLS] in every layer (``lead = 1 + R`` tokens before
@@ -341,8 +341,8 @@ class PromptedVisionTransformer(VisionTransformer):
         if self.out_origin:
             outs.append(self._to_map(x, hw_shape, lead))
         for i in range(len(self.layers)):
-            # x holds [lead | image] tokens only: each layer's prompt
-            # outputs are dropped inside _layer_forward.
+            # x holds [lead | image] tokens only (prompts are dropped
+            # inside each block)
             x, feats = self._run_layer(i, x, lead, True, collect)
             if feats is not None:
                 guided[i] = feats
@@ -381,7 +381,7 @@ class PromptedVisionTransformer(VisionTransformer):
         return self._guided_capture
 
     def _detach_guided_capture(self, capture: GuidedCapture) -> None:
-        if self._guided_capture is capture:
+        if self._guided_capture is capture:  # GuidedCapture.remove()
             self._guided_capture = None
 
     @contextmanager

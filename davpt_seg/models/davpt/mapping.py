@@ -352,8 +352,8 @@ class ClassPromptMapping(nn.Module):
 
         Returns:
             Tensor | None: (num_proxy_prompts, num_proxy_prompts) float32 on
-            CPU, or None while ``has_centroids`` is False (no valid k-means solution
-            is stored).
+            CPU, or None while ``has_centroids`` is False (no valid k-means
+            solution is stored).
         """
         if not bool(self.has_centroids):
             return None
