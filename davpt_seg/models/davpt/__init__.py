@@ -5,14 +5,14 @@ from .kmeans import cosine_kmeans
 from .mapping import ClassPromptMapping
 from .objective import (DEFAULT_METRIC_LOSS, TOKEN_FEATURES, DAVPTObjective,
                         check_objective_args)
-from .saved_state import CHECKPOINT_KEY, objective_state, pop_legacy_mapping
+from .saved_state import CHECKPOINT_KEY, objective_state
 from .targets import (draw_target_classes, mode_target_prompts,
                       present_class_mask, present_classes)
 
 __all__ = [
     'ClassPromptMapping', 'cosine_kmeans', 'DAVPTObjective',
     'check_objective_args', 'DEFAULT_METRIC_LOSS', 'TOKEN_FEATURES',
-    'CHECKPOINT_KEY', 'objective_state', 'pop_legacy_mapping',
+    'CHECKPOINT_KEY', 'objective_state',
     'present_class_mask', 'present_classes', 'draw_target_classes',
     'mode_target_prompts'
 ]

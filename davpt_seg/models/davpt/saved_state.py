@@ -12,11 +12,15 @@ from typing import Dict, Optional
 
 import torch
 
+from davpt_seg.models.backbones.prompted_vit import \
+    LEGACY_MAPPING_PREFIX as BACKBONE_LEGACY_PREFIX
+
 #: Key of the objective's state in a training checkpoint.
 CHECKPOINT_KEY = 'davpt'
 #: Model-state prefix of the mapping in checkpoints of earlier versions
-#: (a leading ``module.`` of a DDP-wrapped model is accepted too).
-LEGACY_MAPPING_PREFIX = 'backbone.class_mapping.'
+#: (a leading ``module.`` of a DDP-wrapped model is accepted too): the
+#: backbone's own legacy prefix, which it drops when loaded without the hook.
+LEGACY_MAPPING_PREFIX = 'backbone.' + BACKBONE_LEGACY_PREFIX
 
 
 def _legacy_key(key: str) -> Optional[str]:
@@ -26,14 +30,6 @@ def _legacy_key(key: str) -> Optional[str]:
     if key.startswith(LEGACY_MAPPING_PREFIX):
         return 'mapping.' + key[len(LEGACY_MAPPING_PREFIX):]
     return None
-
-
-def pop_legacy_mapping(state_dict: dict) -> Dict[str, torch.Tensor]:
-    """Remove the legacy ``backbone.class_mapping.*`` entries from a model
-    state dict (in place) and return them as objective state
-    (``mapping.*`` keys); ``{}`` if there are none."""
-    found = {k: _legacy_key(k) for k in list(state_dict)}
-    return {new: state_dict.pop(old) for old, new in found.items() if new}
 
 
 def objective_state(checkpoint: dict, pop: bool = False
@@ -49,9 +45,7 @@ def objective_state(checkpoint: dict, pop: bool = False
     state = checkpoint.pop(CHECKPOINT_KEY, None) if pop \
         else checkpoint.get(CHECKPOINT_KEY)
     model_state = checkpoint.get('state_dict', checkpoint)
-    if pop:
-        legacy = pop_legacy_mapping(model_state)
-    else:
-        legacy = {new: model_state[old] for old, new in
-                  ((k, _legacy_key(k)) for k in model_state) if new}
+    take = model_state.pop if pop else model_state.__getitem__
+    legacy = {new: take(old) for old, new in
+              [(k, _legacy_key(k)) for k in list(model_state)] if new}
     return state if state is not None else (legacy or None)
