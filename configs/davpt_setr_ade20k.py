@@ -19,3 +19,9 @@ _base_ = [
 
 num_classes = 150
 model = dict(backbone=dict(_base_.davpt_vit_l16))
+
+# The classes of each training crop, recorded in the loader's workers for
+# DAVPTHook: davpt_seg's RecordLabelValues after mmseg's pipeline (without
+# it the hook scans every label map on the main process).
+train_dataloader = dict(dataset=dict(
+    pipeline=_base_.train_pipeline + [dict(type='RecordLabelValues')]))

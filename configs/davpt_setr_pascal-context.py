@@ -30,7 +30,12 @@ model = dict(
         dict(head, num_classes=num_classes)
         for head in _base_.model.auxiliary_head
     ])
-train_dataloader = dict(batch_size=2)  # num_gpus: 8 -> batch_size: 16
+# num_gpus: 8 -> batch_size: 16. RecordLabelValues after mmseg's pipeline:
+# the classes of each crop, recorded in the loader's workers for DAVPTHook.
+train_dataloader = dict(
+    batch_size=2,
+    dataset=dict(
+        pipeline=_base_.train_pipeline + [dict(type='RecordLabelValues')]))
 # background_ids: class 0 is background (mapping_interval: one epoch,
 # ceil(4996 / 16) = 313 iterations)
 custom_hooks = [dict(_base_.custom_hooks[0], background_ids=(0, ))]

@@ -62,7 +62,10 @@ train_pipeline = [
     dict(_base_.random_resize, scale=(128, 64)),
     dict(_base_.random_crop, crop_size=crop_size),
     *_base_.flip_and_distort,
-    dict(type='PackSegInputs')
+    dict(type='PackSegInputs'),
+    # the classes of each crop, recorded in the loader's workers for
+    # DAVPTHook (without it the hook scans the labels on the main process)
+    dict(type='RecordLabelValues')
 ]
 test_pipeline = [
     dict(type='LoadImageFromFile'),

@@ -42,3 +42,9 @@ model = dict(
 # custom_hooks: DAVPTHook with its defaults (`../_base_/davpt_hook.py`):
 # background_ids=() (ADE20K: 'other' is already the ignore index),
 # mapping_interval=None (one epoch: ceil(20210 / 16) = 1264 iterations).
+
+# The classes of each training crop, recorded in the loader's workers for
+# DAVPTHook: davpt_seg's RecordLabelValues after mmseg's pipeline (without
+# it the hook scans every label map on the main process).
+train_dataloader = dict(dataset=dict(
+    pipeline=_base_.train_pipeline + [dict(type='RecordLabelValues')]))

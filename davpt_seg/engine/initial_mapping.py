@@ -5,6 +5,7 @@ final [CLS], then k-means (``docs/method.md`` §4)."""
 import contextlib
 import copy
 import random
+import time
 from typing import Callable, Optional
 
 import numpy as np
@@ -50,13 +51,15 @@ def build_initial_mapping(runner, segmentor, mapping: ClassPromptMapping,
         segmentor (BaseSegmentor): unwrapped; its ``data_preprocessor`` and
             ``backbone.forward_cls`` are used.
         mapping (ClassPromptMapping): accumulated and updated (collective).
-        present_fn (Callable): ``data_samples -> [B, num_classes]`` bool.
+        present_fn (Callable): ``data_samples -> [B, num_classes]`` bool
+            (called on the data preprocessor's output).
         seed (int): seed of the pass's sampler.
         max_batches (int, optional): batches per rank; None = all.
         dataloader_overrides (dict, optional): e.g. ``batch_size``.
     Raises:
         RuntimeError: the mapping could not be built.
     """
+    start = time.perf_counter()
     with preserved_global_rng():
         cfg = copy.deepcopy(runner.cfg.train_dataloader)
         cfg.update(dataloader_overrides or {})
@@ -72,8 +75,8 @@ def build_initial_mapping(runner, segmentor, mapping: ClassPromptMapping,
         for i, data in enumerate(loader):
             if i >= num:
                 break
-            present = present_fn(data['data_samples'])
             data = segmentor.data_preprocessor(data, True)
+            present = present_fn(data['data_samples'])
             cls = backbone.forward_cls(data['inputs'])
             mapping.accumulate(cls.float(), present.to(cls.device))
             seen += len(data['data_samples'])
@@ -81,8 +84,9 @@ def build_initial_mapping(runner, segmentor, mapping: ClassPromptMapping,
         changed = mapping.update()
     runner.logger.info(
         f'DA-VPT initial mapping from {num} batches ({seen} images on '
-        f'rank {get_rank()}): {"set" if changed else "NOT set"}; '
-        f'cluster sizes {mapping.cluster_sizes()}')
+        f'rank {get_rank()}) in {time.perf_counter() - start:.2f} s: '
+        f'{"set" if changed else "NOT set"}; cluster sizes '
+        f'{mapping.cluster_sizes()}')
     if not changed:
         raise RuntimeError(
             'DA-VPT: the initial class->prompt mapping could not be '

@@ -1,2 +1,3 @@
-"""Small utilities (FLOP counting: :mod:`.flops`). Weight files live in
+"""Small utilities (FLOP counting: :mod:`.flops`; host-to-device copies:
+:mod:`.device`). Weight files live in
 :mod:`davpt_seg.weights`."""

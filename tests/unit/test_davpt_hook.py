@@ -156,17 +156,21 @@ def test_metric_loss_weights_scale_the_terms():
                                                    rel=1e-4)
 
 
-def test_nonfinite_metric_loss_fails_fast_with_name_and_iteration():
+def test_nonfinite_metric_loss_stops_at_the_end_of_its_iteration():
     model = tiny_segmentor()
     hook = ready_hook(model)
     with torch.no_grad():
         model.backbone.proxy_prompt_tokens.fill_(float('nan'))
     model.train()
     labels = [torch.randint(0, 5, (32, 32)) for _ in range(2)]
-    hook.before_train_iter(SimpleNamespace(iter=41), 0, batch(labels))
+    runner = SimpleNamespace(iter=41)
+    hook.before_train_iter(runner, 0)
+    losses = model(**model.data_preprocessor(batch(labels), True),
+                   mode='loss')
+    _, log_vars = model.parse_losses(losses)  # train_step's outputs
     with pytest.raises(FloatingPointError,
                        match=r'loss_davpt_\w+ is nan at iteration 42'):
-        model(**model.data_preprocessor(batch(labels), True), mode='loss')
+        hook.after_train_iter(runner, 0, outputs=log_vars)
 
 
 @pytest.mark.parametrize('kwargs, match', [
@@ -201,8 +205,14 @@ def test_labels_are_checked_before_the_forward_pass():
     hook = ready_hook(model)
     data = batch([torch.full((32, 32), 9)])
     data['data_samples'][0].set_metainfo(dict(seg_map_path='bad.png'))
+    data = model.data_preprocessor(data, True)
+    model.train()
+    calls = []
+    model.backbone.register_forward_pre_hook(lambda *a: calls.append(1))
     with pytest.raises(ValueError, match=r'bad\.png: label values \[9\]'):
-        hook.before_train_iter(SimpleNamespace(iter=0), 0, data)
+        model(**data, mode='loss')
+    assert not calls  # the backbone never ran
+    assert hook.objective.mapping.feat_count.sum() == 0
 
 
 def test_attach_and_detach_leave_the_model_as_built():

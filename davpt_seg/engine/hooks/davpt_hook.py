@@ -4,20 +4,26 @@ DA-VPT training (``docs/method.md`` §3-§5, ``docs/architecture.md``).
 
 The hook only routes runner events; the method lives in
 :class:`~davpt_seg.models.davpt.DAVPTObjective` (losses, mapping) and the
-backbone's :meth:`capture_guided`. Per training iteration, on every rank:
+backbone's :meth:`capture_guided`. Per training forward (``mode='loss'``),
+on every rank:
 
-1. ``before_train_iter``: the classes present in each image's cropped,
-   augmented ground truth (ignore index and ``background_ids`` excluded) --
-   the one check of the labels: values that are neither a class id nor the
-   ignore index raise ``ValueError`` naming the annotation file, before the
-   forward pass.
+1. A forward pre-hook on the segmentor takes the classes present in each
+   image of *this* forward's batch (ignore index and ``background_ids``
+   excluded): from the ``label_values`` that
+   :class:`~davpt_seg.datasets.RecordLabelValues` recorded in the data
+   loader's workers, or, for a pipeline without it, from one batched scan of
+   the ground truth on its device (logged once). Either way the labels are
+   checked before the forward: values that are neither a class id nor the
+   ignore index raise ``ValueError`` naming the annotation file.
 2. The segmentor's ``loss`` forward runs unchanged; the backbone records its
    guided features in the capture; a forward hook on the segmentor adds the
    objective's ``loss_davpt_token`` and ``loss_davpt_cls`` to the loss dict,
-   so MMEngine sums and logs them with the segmentation losses. Non-finite
-   values stop training with ``FloatingPointError``.
-3. ``after_train_iter``: every ``mapping_interval`` iterations the mapping is
-   re-clustered (k-means on rank 0, broadcast).
+   so MMEngine sums and logs them with the segmentation losses. All of it is
+   queued on the model's device without host syncs.
+3. ``after_train_iter``: non-finite metric losses stop training with
+   ``FloatingPointError`` (read from the outputs, which mmengine has already
+   brought to the host); every ``mapping_interval`` iterations the mapping
+   is re-clustered (k-means on rank 0, broadcast; its duration is logged).
 
 ``before_train`` builds the initial mapping (one prompt-free pass) unless a
 checkpoint provided one. The objective's state is saved under
@@ -32,6 +38,7 @@ continues exactly like the uninterrupted one (deterministic settings,
 import inspect
 import logging
 import math
+import time
 from typing import Optional, Sequence
 
 import torch
@@ -42,7 +49,8 @@ from mmseg.registry import HOOKS
 
 from davpt_seg.models.backbones import PromptedVisionTransformer
 from davpt_seg.models.davpt import (DAVPTObjective, check_objective_args,
-                                    objective_state, present_classes)
+                                    has_label_values, objective_state,
+                                    present_classes)
 from davpt_seg.models.davpt.saved_state import CHECKPOINT_KEY
 from ..initial_mapping import build_initial_mapping
 from .checkpoint_check_hook import head_mismatch_allowed, unwrap_model
@@ -121,8 +129,10 @@ class DAVPTHook(Hook):
         #: ``before_run``; None before.
         self.objective: Optional[DAVPTObjective] = None
         self._capture = None  # backbone.capture_guided() while training
-        self._forward_handle = None
-        self._present = None  # [B, num_classes] of the current batch
+        self._handles = []  # the segmentor's forward (pre-)hooks
+        self._signature = None  # of the segmentor's forward
+        self._present = None  # [B, num_classes] of the forward under way
+        self._scan_logged = False
         self._iter = 0
 
     # ------------------------------------------------------------ set-up
@@ -155,7 +165,17 @@ class DAVPTHook(Hook):
         return objective.to(backbone.cls_token.device)
 
     def present(self, data_samples) -> torch.Tensor:
-        """[B, num_classes] bool classes of each sample (the label check)."""
+        """[B, num_classes] bool classes of each sample (the label check):
+        from their ``label_values`` metainfo, else from one batched scan of
+        their ground truth on its device (logged once)."""
+        if not self._scan_logged and not has_label_values(data_samples):
+            self._scan_logged = True
+            print_log(
+                'DAVPTHook: the samples carry no label_values; the classes '
+                'of each image are found by scanning its label map each '
+                'iteration (slow on a GPU). Add dict(type=\'RecordLabelValues'
+                '\') after PackSegInputs in the training pipeline.',
+                logger='current', level=logging.WARNING)
         return present_classes(data_samples, self.objective.num_classes,
                                self.ignore_index, self.background_ids)
 
@@ -223,22 +243,21 @@ class DAVPTHook(Hook):
     def before_train_iter(self, runner, batch_idx: int,
                           data_batch=None) -> None:
         self._iter = runner.iter
-        self._present = self.present(data_batch['data_samples']) \
-            if isinstance(data_batch, dict) and 'data_samples' in data_batch \
-            else None
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None,
                          outputs=None) -> None:
-        self._present = None
+        check_finite(outputs, runner.iter + 1)
         if not self.mapping_interval or \
                 not self.every_n_train_iters(runner, self.mapping_interval):
             return
         mapping = self.objective.mapping
+        start = time.perf_counter()
         changed = mapping.update()
         state = 'updated' if changed else 'kept (update rejected)'
         runner.logger.info(
-            f'DA-VPT mapping {state} at iter {runner.iter + 1}; cluster '
-            f'sizes {mapping.cluster_sizes()}')
+            f'DA-VPT mapping {state} at iter {runner.iter + 1} in '
+            f'{time.perf_counter() - start:.3f} s; cluster sizes '
+            f'{mapping.cluster_sizes()}')
 
     def after_train(self, runner) -> None:
         self.detach()
@@ -253,17 +272,21 @@ class DAVPTHook(Hook):
             self.objective = self.build_objective(segmentor)
         if self._capture is None:
             self._capture = segmentor.backbone.capture_guided()
-            self._forward_handle = segmentor.register_forward_hook(
-                self._add_metric_losses, with_kwargs=True)
+            self._signature = inspect.signature(segmentor.forward)
+            self._handles = [
+                segmentor.register_forward_pre_hook(self._take_classes,
+                                                    with_kwargs=True),
+                segmentor.register_forward_hook(self._add_metric_losses)]
 
     def detach(self) -> None:
         """Remove what :meth:`attach` added (the objective stays)."""
         if self._capture is not None:
             self._capture.remove()
             self._capture = None
-        if self._forward_handle is not None:
-            self._forward_handle.remove()
-            self._forward_handle = None
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        self._present = None
 
     def target_generator(self, iteration: int) -> torch.Generator:
         """CPU generator of the target draws of ``iteration`` on this rank
@@ -273,23 +296,36 @@ class DAVPTHook(Hook):
                        get_rank() * 104_729) % (2**63))
         return g
 
-    def _add_metric_losses(self, module, args, kwargs, output):
-        """Forward hook on the segmentor: extend the ``mode='loss'`` dict."""
-        call = inspect.signature(module.forward).bind(*args, **kwargs)
+    def _take_classes(self, module, args, kwargs):
+        """Forward pre-hook on the segmentor: the classes of this
+        ``mode='loss'`` training forward's batch (None for other calls)."""
+        call = self._signature.bind(*args, **kwargs)
         call.apply_defaults()
-        if call.arguments.get('mode') != 'loss' or not module.training:
-            return None
-        guided = self._capture.pop()
-        if guided is None:
-            return None
-        if self._present is None:  # a forward outside the runner's loop
+        self._present = None
+        if call.arguments.get('mode') == 'loss' and module.training:
             self._present = self.present(call.arguments['data_samples'])
-        losses = self.objective(guided, self._present,
+        return None
+
+    def _add_metric_losses(self, module, args, output):
+        """Forward hook on the segmentor: extend the ``mode='loss'`` dict
+        with the metric losses of this forward's batch."""
+        present, self._present = self._present, None
+        guided = self._capture.pop()
+        if present is None or guided is None:
+            return None
+        losses = self.objective(guided, present,
                                 self.target_generator(self._iter))
-        for name, value in losses.items():
-            if not torch.isfinite(value).all():
-                raise FloatingPointError(
-                    f'DA-VPT: {name} is {value.item()} at iteration '
-                    f'{self._iter + 1}; stopping (check the learning rate, '
-                    'AMP settings and metric_loss options)')
         return {**output, **losses}
+
+
+def check_finite(outputs: Optional[dict], iteration: int) -> None:
+    """Raise ``FloatingPointError`` if a DA-VPT loss in a training step's
+    ``outputs`` is NaN or infinite. mmengine's ``RuntimeInfoHook`` has read
+    every loss to the host already, so this adds no device sync."""
+    for name in ('loss_davpt_token', 'loss_davpt_cls'):
+        value = (outputs or {}).get(name)
+        if value is not None and not math.isfinite(float(value)):
+            raise FloatingPointError(
+                f'DA-VPT: {name} is {float(value)} at iteration {iteration}; '
+                'stopping (check the learning rate, AMP settings and '
+                'metric_loss options)')

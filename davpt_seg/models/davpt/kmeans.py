@@ -158,19 +158,30 @@ def _lloyd(points: Tensor, centroids: Tensor, max_iter: int,
            tol: float) -> Tuple[Tensor, Tensor]:
     """Lloyd iterations from ``centroids``; see :func:`cosine_kmeans` step 3.
 
+    On an accelerator without host syncs: the convergence test is a device
+    flag, and once it is set the centroids and assignment stop changing
+    (the remaining iterations recompute them unchanged), which gives the
+    result of stopping at that iteration. On the CPU, where reading the
+    flag costs nothing, the loop stops there.
+
     Returns:
         tuple[Tensor, Tensor]: Centroids (k, C) and the assignment (N, ) they
         produce.
     """
+    done = torch.zeros((), dtype=torch.bool, device=points.device)
+    assignment = None
     for _ in range(max_iter):
-        assignment = assign_clusters(points, centroids)
-        new_centroids = _update(points, assignment, centroids)
-        shift = (new_centroids - centroids).norm(dim=1).sum()
-        if shift < tol:
+        current = assign_clusters(points, centroids)
+        new_centroids = _update(points, current, centroids)
+        converged = (new_centroids - centroids).norm(dim=1).sum() < tol
+        assignment = current if assignment is None else torch.where(
+            done, assignment, current)
+        done = done | converged
+        centroids = torch.where(done, centroids, new_centroids)
+        if points.device.type == 'cpu' and bool(done):
             return centroids, assignment
-        centroids = new_centroids
-
-    return centroids, assign_clusters(points, centroids)
+    return centroids, torch.where(done, assignment,
+                                  assign_clusters(points, centroids))
 
 
 def _distortion(points: Tensor, centroids: Tensor,

@@ -320,10 +320,22 @@ class ClassPromptMapping(nn.Module):
                 f'`class_ids` must lie in [-1, {self.num_classes}), got '
                 f'values in [{int(class_ids.min())}, '
                 f'{int(class_ids.max())}].')
-        valid = class_ids >= 0
+        return self.lookup(class_ids)
+
+    def lookup(self, class_ids: Tensor) -> Tensor:
+        """:meth:`map_classes` without its checks (no host sync): for ids
+        known to lie in ``[-1, num_classes)``.
+
+        Args:
+            class_ids (Tensor): (B, ) long class ids, -1 = no target.
+
+        Returns:
+            Tensor: (B, ) long prompt ids, -1 where ``class_ids`` is -1.
+        """
         mapping = self.mapping.to(class_ids.device)
         prompt_ids = mapping[class_ids.clamp(min=0)]
-        return torch.where(valid, prompt_ids, torch.full_like(prompt_ids, -1))
+        return torch.where(class_ids >= 0, prompt_ids,
+                           torch.full_like(prompt_ids, -1))
 
     def cluster_sizes(self) -> list:
         """Number of classes mapped to each prompt.

@@ -10,6 +10,18 @@ classes (``'mode'``). Both are here; images with no valid class get ``-1``
 from typing import Optional, Sequence
 
 import torch
+import torch.nn.functional as F
+
+from davpt_seg.datasets.label_values import LABEL_VALUES_KEY
+from davpt_seg.utils.device import to_device_async
+
+
+def _raise_bad_labels(who: str, values: list, num_classes: int,
+                      ignore_index: int) -> None:
+    raise ValueError(
+        f'{who}: label values {values} are outside 0..{num_classes - 1} '
+        f'and are not the ignore index {ignore_index}. Check the '
+        'dataset (reduce_zero_label, label_map) against num_classes.')
 
 
 def present_class_mask(labels: torch.Tensor,
@@ -39,44 +51,108 @@ def present_class_mask(labels: torch.Tensor,
     B = labels.shape[0]
     flat = labels.reshape(B, -1).long()
     valid = flat != ignore_index
-    bad = valid & ((flat < 0) | (flat >= num_classes))
-    if bad.any():
+    in_range = (flat >= 0) & (flat < num_classes)
+    bad = valid & ~in_range
+    if bad.any():  # the one host sync: the label check
         i = int(bad.any(1).nonzero()[0])
         values = sorted(set(flat[i][bad[i]].unique().tolist()))[:10]
         who = names[i] if names is not None else f'image {i} of the batch'
-        raise ValueError(
-            f'{who}: label values {values} are outside 0..{num_classes - 1} '
-            f'and are not the ignore index {ignore_index}. Check the '
-            'dataset (reduce_zero_label, label_map) against num_classes.')
-    offsets = torch.arange(B, device=flat.device)[:, None] * num_classes
-    counts = torch.bincount((flat + offsets)[valid],
-                            minlength=B * num_classes)
-    present = counts.view(B, num_classes) > 0
+        _raise_bad_labels(who, values, num_classes, ignore_index)
+    # ignored pixels go to an extra column that is dropped
+    index = torch.where(valid & in_range, flat, num_classes)
+    present = torch.zeros(B, num_classes + 1, dtype=torch.bool,
+                          device=flat.device).scatter_(1, index, True)
+    present = present[:, :num_classes]
     if len(background_ids):
         present[:, list(background_ids)] = False
     return present
+
+
+def label_values_mask(values: Sequence[Sequence[int]],
+                      num_classes: int,
+                      ignore_index: int = 255,
+                      background_ids: Sequence[int] = (),
+                      names: Optional[Sequence[str]] = None) -> torch.Tensor:
+    """:func:`present_class_mask` from each image's distinct label values
+    (as :class:`~davpt_seg.datasets.RecordLabelValues` records them): the
+    same mask and the same error, without touching a pixel.
+
+    Args:
+        values (Sequence[Sequence[int]]): per image, its distinct labels.
+        num_classes, ignore_index, background_ids, names: as in
+            :func:`present_class_mask`.
+
+    Returns:
+        Tensor: [B, num_classes] bool on the CPU.
+    """
+    rows, cols = [], []
+    for i, image_values in enumerate(values):
+        classes = [int(v) for v in image_values if v != ignore_index]
+        bad = [v for v in classes if not 0 <= v < num_classes]
+        if bad:
+            who = names[i] if names is not None else \
+                f'image {i} of the batch'
+            _raise_bad_labels(who, sorted(bad)[:10], num_classes,
+                              ignore_index)
+        rows += [i] * len(classes)
+        cols += classes
+    present = torch.zeros(len(values), num_classes, dtype=torch.bool)
+    present[rows, cols] = True
+    if len(background_ids):
+        present[:, list(background_ids)] = False
+    return present
+
+
+def stack_label_maps(data_samples: Sequence,
+                     ignore_index: int = 255) -> torch.Tensor:
+    """[B, H, W] ground truth of ``data_samples`` on their device, padded
+    bottom/right with ``ignore_index`` where sizes differ."""
+    maps = [s.gt_sem_seg.data.reshape(s.gt_sem_seg.data.shape[-2:])
+            for s in data_samples]
+    h = max(m.shape[0] for m in maps)
+    w = max(m.shape[1] for m in maps)
+    return torch.stack([
+        F.pad(m, (0, w - m.shape[1], 0, h - m.shape[0]), value=ignore_index)
+        for m in maps])
+
+
+def sample_names(data_samples: Sequence) -> list:
+    """Each sample's annotation (or image) file, for error messages."""
+    return [s.metainfo.get('seg_map_path', s.metainfo.get(
+        'img_path', f'image {i}')) for i, s in enumerate(data_samples)]
+
+
+def has_label_values(data_samples: Sequence) -> bool:
+    """Whether every sample carries ``RecordLabelValues``' metainfo."""
+    return len(data_samples) > 0 and all(
+        LABEL_VALUES_KEY in s.metainfo for s in data_samples)
 
 
 def present_classes(data_samples: Sequence,
                     num_classes: int,
                     ignore_index: int = 255,
                     background_ids: Sequence[int] = ()) -> torch.Tensor:
-    """:func:`present_class_mask` of a batch of ``SegDataSample`` (their
-    ``gt_sem_seg``; sizes may differ before padding), naming each image's
-    annotation file in errors.
+    """The classes present in each of a batch of ``SegDataSample``, with
+    the label check of :func:`present_class_mask` (errors name the file).
+
+    From the recorded ``label_values`` metainfo when every sample has it
+    (:func:`label_values_mask`, no pixel work); otherwise one batched
+    :func:`present_class_mask` over the stacked ground truth on its device.
 
     Returns:
-        Tensor: [B, num_classes] bool on the labels' device.
+        Tensor: [B, num_classes] bool, on the CPU from metainfo, else on the
+        labels' device.
     """
-    rows = []
-    for i, sample in enumerate(data_samples):
-        meta = sample.metainfo
-        name = meta.get('seg_map_path', meta.get('img_path', f'image {i}'))
-        rows.append(present_class_mask(sample.gt_sem_seg.data[None],
-                                       num_classes, ignore_index,
-                                       background_ids, [name]))
-    return torch.cat(rows) if rows else torch.zeros(0, num_classes,
-                                                     dtype=torch.bool)
+    if not len(data_samples):
+        return torch.zeros(0, num_classes, dtype=torch.bool)
+    names = sample_names(data_samples)
+    if has_label_values(data_samples):
+        return label_values_mask(
+            [s.metainfo[LABEL_VALUES_KEY] for s in data_samples],
+            num_classes, ignore_index, background_ids, names)
+    return present_class_mask(stack_label_maps(data_samples, ignore_index),
+                              num_classes, ignore_index, background_ids,
+                              names)
 
 
 def draw_target_classes(present: torch.Tensor,
@@ -92,7 +168,8 @@ def draw_target_classes(present: torch.Tensor,
         Tensor: [B] long class ids on ``present.device``; ``-1`` for images
         with no present class.
     """
-    scores = torch.rand(present.shape, generator=generator).to(present.device)
+    scores = to_device_async(torch.rand(present.shape, generator=generator),
+                             present.device)
     scores = scores.masked_fill(~present, -1.)
     target = scores.argmax(1)
     return torch.where(present.any(1), target, torch.full_like(target, -1))
@@ -116,6 +193,7 @@ def mode_target_prompts(present: torch.Tensor,
     """
     onehot = torch.nn.functional.one_hot(mapping, num_proxy_prompts).float()
     votes = present.float() @ onehot  # [B, K]
-    jitter = torch.rand(votes.shape, generator=generator).to(votes.device)
+    jitter = to_device_async(torch.rand(votes.shape, generator=generator),
+                             votes.device)
     prompt = (votes + 0.5 * jitter).argmax(1)  # jitter < 1 breaks ties only
     return torch.where(present.any(1), prompt, torch.full_like(prompt, -1))

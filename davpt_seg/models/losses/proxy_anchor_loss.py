@@ -46,7 +46,7 @@ class ProxyAnchorLoss(nn.Module):
     ``-1``) give an exact zero that is still connected to ``features`` and
     ``proxies``, so ``backward()`` gives zero gradients and DDP sees the
     proxies as used. The forward pass never synchronises with the device
-    except for the label range check.
+    except for the label range check (``check_labels``).
 
     Precision: fp16 / bf16 inputs are upcast and the loss is computed and
     returned in float32 (float64 inputs stay float64). Autocast is disabled
@@ -69,6 +69,10 @@ class ProxyAnchorLoss(nn.Module):
         eps (float): Lower bound on the norms in the L2 normalisation, as in
             :func:`torch.nn.functional.normalize`. Must be > 0. Defaults to
             1e-12.
+        check_labels (bool): Check that every label is -1 or a proxy
+            index (``ValueError`` otherwise). On a GPU the check is a host
+            sync per call; DA-VPT's targets are valid by construction, so
+            its default metric loss turns it off. Defaults to True.
     """
 
     def __init__(self,
@@ -76,7 +80,8 @@ class ProxyAnchorLoss(nn.Module):
                  delta: float = 0.1,
                  scale: float = 5.0,
                  pos_norm: str = 'all',
-                 eps: float = 1e-12) -> None:
+                 eps: float = 1e-12,
+                 check_labels: bool = True) -> None:
         super().__init__()
         if not alpha > 0:
             raise ValueError(f'alpha must be > 0, but got {alpha}')
@@ -95,16 +100,17 @@ class ProxyAnchorLoss(nn.Module):
         self.scale = float(scale)
         self.pos_norm = pos_norm
         self.eps = float(eps)
+        self.check_labels = bool(check_labels)
 
     def extra_repr(self) -> str:
         return (f'alpha={self.alpha}, delta={self.delta}, '
                 f'scale={self.scale}, pos_norm={self.pos_norm!r}, '
-                f'eps={self.eps}')
+                f'eps={self.eps}, check_labels={self.check_labels}')
 
     @staticmethod
-    def _check_inputs(features: Tensor, labels: Tensor,
-                      proxies: Tensor) -> None:
-        """Check shapes, dtypes and the label range."""
+    def _check_inputs(features: Tensor, labels: Tensor, proxies: Tensor,
+                      check_labels: bool = True) -> None:
+        """Check shapes, dtypes and (``check_labels``) the label range."""
         if features.dim() != 2:
             raise ValueError('features must have shape (B, C), but got '
                              f'{tuple(features.shape)}')
@@ -129,7 +135,7 @@ class ProxyAnchorLoss(nn.Module):
             raise TypeError(
                 f'labels must be an integer tensor, but got {labels.dtype}')
         num_proxies = proxies.size(0)
-        if labels.numel() > 0 and bool(
+        if check_labels and labels.numel() > 0 and bool(
             ((labels < -1) | (labels >= num_proxies)).any()):
             bad = labels[(labels < -1) | (labels >= num_proxies)]
             raise ValueError(
@@ -153,7 +159,7 @@ class ProxyAnchorLoss(nn.Module):
         Returns:
             Tensor: Scalar loss, float32 (float64 if an input is float64).
         """
-        self._check_inputs(features, labels, proxies)
+        self._check_inputs(features, labels, proxies, self.check_labels)
         dtype = torch.promote_types(
             torch.promote_types(features.dtype, proxies.dtype), torch.float32)
         num_proxies = proxies.size(0)
