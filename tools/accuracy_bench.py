@@ -5,15 +5,19 @@
         --weights ../shared/data/weights/dinov2_vits14_imgfocus.pth \\
         [--variants heads,vpt,davpt,davptplus,full] [--seeds 0,1,2] \\
         [--preset cpu|gpu|smoke] [--iters N] [--eval-split val|test] \\
-        [--work-dir DIR]
+        [--jobs N] [--threads T] [--work-dir DIR]
 
 Each variant x seed is trained with ``tools/train.py`` on the shipped
 ``configs/camvid`` config with the preset's data, resolution and schedule
 (written to ``WORK_DIR/configs``), its last checkpoint
 evaluated with ``tools/test.py`` on ``--eval-split``; the report is
 ``WORK_DIR/results.{json,md,png}``. Resumable: a finished run is not rerun, a
-killed one continues from its last checkpoint. ``--preset smoke`` without
-``--data-root`` generates CamVid-layout toy data and uses a tiny random ViT.
+killed one continues from its last checkpoint. ``--jobs N`` runs N of them
+side by side (one GPU, or the CPU), each with ``OMP_NUM_THREADS`` /
+``MKL_NUM_THREADS`` = ``--threads`` (default: cores / N) and at most
+threads - 1 data workers (the preset's number at most); the report records
+the setting. ``--preset smoke`` without ``--data-root`` generates
+CamVid-layout toy data and uses a tiny random ViT.
 """
 import argparse
 import json
@@ -24,6 +28,7 @@ import subprocess
 import sys
 import time
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
@@ -54,6 +59,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='training iterations (default: the preset\'s)')
     parser.add_argument('--eval-split', default='val',
                         choices=('val', 'test'))
+    parser.add_argument('--jobs', type=int, default=1,
+                        help='runs side by side (default: %(default)s)')
+    parser.add_argument('--threads', type=int,
+                        help='OMP/MKL threads of each run (default: cores '
+                        '/ jobs)')
     parser.add_argument('--work-dir', default='work_dirs/accuracy_bench')
     parser.add_argument('--report-only', action='store_true',
                         help='write the report from the finished runs only '
@@ -65,7 +75,19 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error('--variants and --seeds must not be empty')
     if args.iters is not None and args.iters < 1:
         parser.error('--iters must be >= 1')
+    if args.jobs < 1 or (args.threads is not None and args.threads < 1):
+        parser.error('--jobs and --threads must be >= 1')
     return args
+
+
+def job_resources(args, preset) -> dict:
+    """Threads and data workers of each run: ``--threads`` (default cores
+    / jobs) and at most threads - 1 workers (the preset's at most; 0 stays
+    0)."""
+    threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
+    workers = min(preset.num_workers, max(1, threads - 1))
+    return dict(jobs=args.jobs, threads_per_job=threads,
+                workers_per_job=workers)
 
 
 def prepare_data(args) -> str:
@@ -112,12 +134,10 @@ def prepare_weights(args):
 
 
 def run_tool(args, tool: str, cmd_args, log_path: str) -> None:
-    """Run ``tools/<tool>`` in a subprocess (its output to ``log_path``)."""
+    """Run ``tools/<tool>`` in a subprocess (its output to ``log_path``)
+    with the run's thread count."""
     env = dict(os.environ)
-    threads = PRESETS[args.preset].threads
-    if threads:
-        env.setdefault('OMP_NUM_THREADS', str(threads))
-        env.setdefault('MKL_NUM_THREADS', str(threads))
+    env['OMP_NUM_THREADS'] = env['MKL_NUM_THREADS'] = str(args.threads)
     cmd = [sys.executable, osp.join(ROOT, 'tools', tool)] + cmd_args
     with open(log_path, 'a', encoding='utf-8') as log:
         code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT,
@@ -191,14 +211,17 @@ def main(argv=None) -> int:
     os.makedirs(osp.join(args.work_dir, 'configs'), exist_ok=True)
     data_root = prepare_data(args)
     weights = prepare_weights(args)
+    resources = job_resources(args, preset)
+    args.threads = resources['threads_per_job']
     configs = {}
     for variant in args.variants:
         configs[variant] = osp.join(args.work_dir, 'configs',
                                     f'{variant}.py')
         preset_config(variant, preset, data_root, weights, args.eval_split,
-                      iters).dump(configs[variant])
+                      iters, resources['workers_per_job']
+                      ).dump(configs[variant])
     start = time.time()
-    runs = []
+    todo = []
     for seed in args.seeds:  # seed-major: every variant of a seed first
         for variant in args.variants:
             if args.report_only and not osp.isfile(osp.join(
@@ -206,7 +229,11 @@ def main(argv=None) -> int:
                     'result.json')):
                 print(f'{variant} seed {seed}: not finished, left out')
                 continue
-            runs.append(one_run(args, variant, seed, configs[variant], iters))
+            todo.append((variant, seed))
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        runs = list(pool.map(
+            lambda vs: one_run(args, vs[0], vs[1], configs[vs[0]], iters),
+            todo))
     if not runs:
         sys.exit('error: no finished run to report')
     results = dict(
@@ -217,13 +244,14 @@ def main(argv=None) -> int:
             batch_size=preset.batch_size, crop=list(preset.crop),
             scale=list(preset.scale), data_root=osp.abspath(data_root),
             weights=args.weights, variants=args.variants, seeds=args.seeds,
+            **resources,
             command=' '.join([osp.relpath(__file__, ROOT)] +
                              (argv if argv is not None else sys.argv[1:]))),
         machine=dict(
             platform=platform.platform(), processor=platform.processor(),
             cpu_count=os.cpu_count(), torch=torch.__version__,
             cuda=torch.cuda.is_available(),
-            threads=preset.threads),
+            threads=args.threads),
         time=dict(this_invocation_s=round(time.time() - start, 1),
                   sum_of_run_wall_times_s=round(
                       sum(r['wall_time_s'] for r in runs), 1)))

@@ -8,6 +8,11 @@ then measured in a fresh process::
 
     OMP_NUM_THREADS=2 python tools/benchmark.py --preset cpu-small --amp
     python tools/benchmark.py --preset vitl-512 --amp            # on a GPU
+    python tools/benchmark.py --preset ade20k-hook  # the hook alone
+
+``--preset ade20k-hook`` times DAVPTHook's main-process work per iteration
+at ADE20K's label shape apart from the model and writes ``hook_cost.json``
+and ``hook_cost.md`` instead (:mod:`davpt_seg.bench.cost.hook_cost`).
 
 Writes ``benchmark.json`` and ``benchmark.md`` to ``--out-dir``. The rows,
 measurements and targets are described in ``docs/benchmark_cpu.md``; the
@@ -25,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--preset', default='cpu-small',
                    help="model size: a key of davpt_seg.bench.cost.PRESETS "
-                   "('tiny' is for the tests; default: %(default)s)")
+                   "('tiny' is for the tests; default: %(default)s), or "
+                   "'ade20k-hook' (the hook's own cost, HOOK_PRESETS)")
     p.add_argument('--device', default='auto',
                    help="'auto' (cuda if available), 'cpu' or 'cuda'")
     p.add_argument('--threads', type=int, default=2,
@@ -69,12 +75,17 @@ def main(argv=None) -> None:
     os.environ.setdefault('OMP_NUM_THREADS', str(args.threads))
     if ROOT not in sys.path:  # run as a script from anywhere
         sys.path.insert(0, ROOT)
-    from davpt_seg.bench.cost import (PRESETS, Options, measure_memory,
-                                      memory_table, run_benchmark,
-                                      setup_process, write_report)
-    if args.preset not in PRESETS:
-        parser.error(f'--preset {args.preset!r}: not one of {list(PRESETS)}')
+    from davpt_seg.bench.cost import (HOOK_PRESETS, PRESETS, Options,
+                                      measure_memory, memory_table,
+                                      run_benchmark, setup_process,
+                                      write_report)
+    if args.preset not in {**PRESETS, **HOOK_PRESETS}:
+        parser.error(f'--preset {args.preset!r}: not one of '
+                     f'{list(PRESETS) + list(HOOK_PRESETS)}')
     device = setup_process(args.threads, args.device)
+    if args.preset in HOOK_PRESETS:
+        hook_benchmark(args, device)
+        return
     opts = Options(preset=args.preset, threads=args.threads, amp=args.amp,
                    amp_dtype=args.amp_dtype, warmup=args.warmup,
                    reps=args.reps, memory=not args.no_memory,
@@ -95,6 +106,23 @@ def main(argv=None) -> None:
     print(write_report(result, out_dir))
     print(f'[benchmark] wrote {out_dir}/benchmark.json and benchmark.md '
           f"in {result['meta']['total_s']:.0f} s", flush=True)
+
+
+def hook_benchmark(args, device) -> None:
+    """``--preset ade20k-hook``: hook_cost.json and hook_cost.md."""
+    import json
+    from davpt_seg.bench.cost import hook_markdown, run_hook_benchmark
+    result = run_hook_benchmark(args.preset, device, args.warmup, args.reps)
+    out_dir = args.out_dir or osp.join('work_dirs', 'benchmark',
+                                       f'{args.preset}-{device.type}')
+    os.makedirs(out_dir, exist_ok=True)
+    with open(osp.join(out_dir, 'hook_cost.json'), 'w') as f:
+        json.dump(result, f, indent=1)
+    md = hook_markdown(result)
+    with open(osp.join(out_dir, 'hook_cost.md'), 'w') as f:
+        f.write(md)
+    print(md)
+    print(f'[benchmark] wrote {out_dir}/hook_cost.json and hook_cost.md')
 
 
 if __name__ == '__main__':

@@ -37,7 +37,6 @@ class Preset:
     checkpoint_interval: int
     log_interval: int
     num_workers: int
-    threads: Optional[int]
     tiny: bool = False
 
 
@@ -47,16 +46,16 @@ PRESETS = {
     # (~2.2 epochs).
     'cpu': Preset(scale=(224, 168), crop=(140, 140), stride=(98, 98),
                   batch_size=8, iters=100, checkpoint_interval=50,
-                  log_interval=10, num_workers=0, threads=2),
+                  log_interval=10, num_workers=0),
     # One GPU: the shipped configs as they are (480 x 360, 350 px crops,
     # batch 8, 8k iterations).
     'gpu': Preset(scale=(480, 360), crop=(350, 350), stride=(234, 234),
                   batch_size=8, iters=8000, checkpoint_interval=1000,
-                  log_interval=50, num_workers=4, threads=None),
+                  log_interval=50, num_workers=4),
     # CI: a tiny random 4-layer ViT at 56 px, a few iterations.
     'smoke': Preset(scale=(64, 64), crop=(56, 56), stride=(28, 28),
                     batch_size=2, iters=4, checkpoint_interval=2,
-                    log_interval=1, num_workers=0, threads=1, tiny=True),
+                    log_interval=1, num_workers=0, tiny=True),
 }
 
 #: smoke preset: a tiny random ViT (patch 14, 4 layers of 48 dims)
@@ -94,12 +93,15 @@ def _shrink(cfg: Config, variant: str) -> None:
 
 def preset_config(variant: str, preset: Preset, data_root: str,
                   weights: Optional[str], eval_split: str,
-                  iters: Optional[int] = None) -> Config:
+                  iters: Optional[int] = None,
+                  num_workers: Optional[int] = None) -> Config:
     """The shipped config of ``variant`` with the preset's resolution, batch
-    and schedule, ``data_root``, ``weights`` (None: random init) and
-    ``eval_split`` as the test set; model and recipe unchanged."""
+    and schedule (``iters`` / ``num_workers``: None = the preset's),
+    ``data_root``, ``weights`` (None: random init) and ``eval_split`` as
+    the test set; model and recipe unchanged."""
     cfg = Config.fromfile(config_path(variant))
     iters = iters or preset.iters
+    workers = preset.num_workers if num_workers is None else num_workers
     model = cfg.model
     model.data_preprocessor.size = preset.crop
     model.backbone.img_size = preset.crop
@@ -113,14 +115,12 @@ def preset_config(variant: str, preset: Preset, data_root: str,
     _set_transform(train.dataset.pipeline, 'RandomResize', scale=preset.scale)
     _set_transform(train.dataset.pipeline, 'RandomCrop',
                    crop_size=preset.crop)
-    train.update(batch_size=preset.batch_size,
-                 num_workers=preset.num_workers,
-                 persistent_workers=preset.num_workers > 0)
+    train.update(batch_size=preset.batch_size, num_workers=workers,
+                 persistent_workers=workers > 0)
     train.dataset.data_root = osp.abspath(data_root)
     for loader in (cfg.val_dataloader, cfg.test_dataloader):
         _set_transform(loader.dataset.pipeline, 'Resize', scale=preset.scale)
-        loader.update(num_workers=preset.num_workers,
-                      persistent_workers=preset.num_workers > 0)
+        loader.update(num_workers=workers, persistent_workers=workers > 0)
         loader.dataset.update(
             data_root=osp.abspath(data_root),
             data_prefix=dict(img_path=eval_split,

@@ -87,6 +87,32 @@ def test_smoke_preset_every_output(tmp_path):
 
 
 @pytest.mark.slow
+def test_runs_side_by_side_equal_runs_alone(tmp_path):
+    """--jobs 2: two runs at once, each with --threads; the same seed gives
+    the same checkpoint, losses and mIoU as a run alone."""
+    import torch
+    args = ('--variants', 'heads,davpt', '--seeds', '0', '--threads', '1')
+    bench(tmp_path / 'together', *args, '--jobs', '2')
+    bench(tmp_path / 'alone', *args, '--jobs', '1')
+    settings = json.loads(
+        (tmp_path / 'together' / 'results.json').read_text())['settings']
+    assert (settings['jobs'], settings['threads_per_job'],
+            settings['workers_per_job']) == (2, 1, 0)  # smoke: 0 workers
+    for variant in ('heads', 'davpt'):
+        runs = [tmp_path / d / 'runs' / f'{variant}_seed0'
+                for d in ('together', 'alone')]
+        a, b = (json.loads((r / 'result.json').read_text()) for r in runs)
+        assert (a['mIoU'], a['loss_curve']) == (b['mIoU'], b['loss_curve'])
+        a, b = (torch.load(r / 'iter_4.pth', map_location='cpu',
+                           weights_only=False) for r in runs)
+        for key, value in a['state_dict'].items():
+            assert torch.equal(value, b['state_dict'][key]), key
+        if variant == 'davpt':
+            for key, value in a['davpt'].items():
+                assert torch.equal(value, b['davpt'][key]), key
+
+
+@pytest.mark.slow
 def test_killed_run_resumes_from_its_checkpoint(tmp_path):
     work = tmp_path / 'bench'
     run_dir = work / 'runs' / 'vpt_seed0'

@@ -124,3 +124,25 @@ def test_verdicts_on_real_presets():
     reason = SCHEMA_ONLY_PRESETS['tiny']
     for t in evaluate_targets(rows, {}, no_verdict=reason):
         assert t['met'] is None and t['verdict'] == reason
+
+
+@pytest.mark.slow
+def test_hook_preset_reports_the_hooks_own_cost(tmp_path):
+    run_python('tools/benchmark.py', '--preset', 'ade20k-hook', '--device',
+               'cpu', '--threads', '1', '--reps', '2', '--warmup', '1',
+               '--out-dir', tmp_path)
+    data = json.loads((tmp_path / 'hook_cost.json').read_text())
+    assert data['meta']['preset_cfg']['crop'] == 512
+    assert len(data['meta']['classes_per_crop']) == 16
+    assert 1 < sum(data['meta']['classes_per_crop']) / 16 < 30
+    for key in ('recorded', 'scan', 'per_image_scan'):
+        assert len(data['hook_ms'][key]['samples']) == (
+            10 if key == 'per_image_scan' else 2)
+        assert all(finite(x) and x > 0 for x in data['hook_ms'][key]['samples'])
+    assert finite(data['record_label_values_ms_per_image']['median'])
+    assert finite(data['mapping_update_ms']['cold_ms'])
+    [target] = data['targets']
+    assert target['id'] == 'hook_main_process_ms' and target['limit'] == 1.0
+    assert target['met'] == (target['value'] <= 1.0)
+    md = (tmp_path / 'hook_cost.md').read_text()
+    assert 'RecordLabelValues' in md and '| target |' in md

@@ -343,7 +343,8 @@ def test_train_step(built):
 @pytest.mark.parametrize('dropin', sorted(DROPINS))
 def test_dropin_is_stock_plus_davpt_diff(dropin, tmp_path):
     """A drop-in config = the stock mmseg config + backbone type + DA-VPT
-    arguments + custom_imports + custom_hooks. Two ViT arguments are allowed
+    arguments + custom_imports + custom_hooks + RecordLabelValues appended
+    to the training pipeline. Two ViT arguments are allowed
     besides: patch_bias (the pretrained ViTs have a patch-embedding bias,
     which mmseg's default patch_bias=False drops and
     PromptedVisionTransformer refuses to drop) and, for SETR-MLA, whose stock
@@ -358,7 +359,14 @@ def test_dropin_is_stock_plus_davpt_diff(dropin, tmp_path):
     ours = load(dropin)
     diff = config_diff(stock, ours)
     top = {k.split('.')[0] for k in diff}
-    assert top == {'model', 'custom_imports', 'custom_hooks'}, diff
+    assert top == {'model', 'custom_imports', 'custom_hooks',
+                   'train_dataloader'}, diff
+    pipeline = ours.train_dataloader.dataset.pipeline
+    assert strip_scope(pipeline[:-1]) == strip_scope(
+        stock.train_dataloader.dataset.pipeline)
+    assert pipeline[-1] == dict(type='RecordLabelValues')
+    assert all(k.startswith('train_dataloader.dataset.pipeline.')
+               for k in diff if k.startswith('train_dataloader.')), diff
     backbone_diff = {k for k in diff if k.startswith('model.')}
     assert all(k.startswith('model.backbone.') for k in backbone_diff), diff
     args = {k[len('model.backbone.'):].split('.')[0] for k in backbone_diff}
@@ -376,8 +384,9 @@ def test_dropin_is_stock_plus_davpt_diff(dropin, tmp_path):
 def test_pascal_context_60_and_59_resolve_from_one_base(tmp_path):
     """Both PASCAL Context configs are the shared base
     (``_base_/davpt_setr-pup_vit-l16_pascal-context.py``) plus a dataset
-    config, the class count and, for 60 classes, ``background_ids`` and the
-    tta_pipeline; so they differ only there."""
+    config, the class count, RecordLabelValues appended to the training
+    pipeline and, for 60 classes, ``background_ids`` and the tta_pipeline;
+    so they differ only there."""
     base = CONFIG_DIR / '_base_' / 'davpt_setr-pup_vit-l16_pascal-context.py'
     datasets = {'davpt_setr_pascal-context.py': 'pascal_context.py',
                 'davpt_setr_pascal-context-59.py': 'pascal_context_59.py'}
@@ -392,7 +401,9 @@ def test_pascal_context_60_and_59_resolve_from_one_base(tmp_path):
                 and not k.startswith(('num_classes', 'tta_pipeline',
                                       'img_ratios', 'custom_hooks.0.'
                                       'background_ids',
-                                      'train_dataloader.batch_size'))}
+                                      'train_dataloader.batch_size',
+                                      'train_dataloader.dataset.pipeline.'
+                                      ))}
         assert not rest, (name, rest)
         assert 'model.decode_head.num_classes' in diff
     diff = config_diff(load('davpt_setr_pascal-context.py'),

@@ -8,12 +8,14 @@ Modules: :mod:`.presets` (model sizes), :mod:`.variants` (rows),
 :mod:`.steps` (one step per row), :mod:`.extras` (mapping costs),
 :mod:`.memory` (per-row memory in fresh processes), :mod:`.stats`
 (summaries, ratios, targets, schema), :mod:`.report` (Markdown),
-:mod:`.run` (the whole benchmark).
+:mod:`.run` (the whole benchmark), :mod:`.hook_cost` (DAVPTHook's own
+main-process cost at ADE20K's label shape).
 """
 from .build import (BuiltRow, attach_davpt_hook, build_row, make_batch,
                     optim_wrapper_cfg, setr_model_cfg)
 from .cpu_amp import CPUBf16AutocastOptimWrapper
 from .extras import time_initial_pass, time_mapping_update
+from .hook_cost import HOOK_PRESETS, hook_markdown, run_hook_benchmark
 from .memory import fork_per_row, measure_memory, print_row_memory
 from .presets import PRESETS, SCHEMA_ONLY_PRESETS, preset_config
 from .report import markdown, memory_table
@@ -33,5 +35,5 @@ __all__ = [
     'write_report', 'MEMORY_KEYS', 'ROW_KEYS', 'TARGETS', 'TIME_KEYS',
     'check_schema', 'evaluate_targets', 'summarize', 'ForwardHookTimer',
     'make_step', 'setup_process', 'VARIANTS', 'Variant', 'select_rows',
-    'variant_ids'
+    'variant_ids', 'HOOK_PRESETS', 'hook_markdown', 'run_hook_benchmark'
 ]

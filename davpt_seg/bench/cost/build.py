@@ -17,6 +17,7 @@ from mmengine.structures import PixelData
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
+from davpt_seg.datasets import RecordLabelValues
 from davpt_seg.engine.hooks import DAVPTHook
 from . import cpu_amp  # noqa: F401  (registers CPUBf16AutocastOptimWrapper)
 from .variants import MAPPING_INTERVAL, VARIANTS
@@ -150,7 +151,8 @@ def attach_davpt_hook(segmentor: torch.nn.Module) -> DAVPTHook:
 def make_batch(preset: dict) -> dict:
     """``train_step`` data (on the CPU, as a dataloader yields it): uint8
     images [3, S, S] and labels [1, S, S] with several classes (random 4x4
-    class blocks + an ignored stripe)."""
+    class blocks + an ignored stripe), with the ``label_values`` metainfo
+    that ``RecordLabelValues`` records in the data loader's workers."""
     g = torch.Generator().manual_seed(0)
     s, n = preset['crop'], preset['num_classes']
     inputs, samples = [], []
@@ -165,6 +167,7 @@ def make_batch(preset: dict) -> dict:
         sample.gt_sem_seg = PixelData(data=label)
         sample.set_metainfo(dict(img_shape=(s, s), ori_shape=(s, s),
                                  pad_shape=(s, s)))
+        RecordLabelValues()(dict(data_samples=sample))  # a worker's work
         samples.append(sample)
     return dict(inputs=inputs, data_samples=samples)
 

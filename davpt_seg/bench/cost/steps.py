@@ -62,10 +62,10 @@ def train_step(row: BuiltRow, data: dict) -> Callable[[], None]:
 
     ``DAVPTHook.before_train_iter`` / ``after_train_iter`` read only
     ``runner.iter`` (and ``runner.logger`` when a mapping update is due), so
-    they get a ``SimpleNamespace`` with those two attributes. As in the
-    earlier benchmark no ``data_batch`` is passed: the classes present are
-    then read from the labels inside the hook's forward hook (the figure of
-    :class:`ForwardHookTimer`).
+    they get a ``SimpleNamespace`` with those two attributes. The classes of
+    each image come from the batch's ``label_values`` metainfo
+    (:func:`~davpt_seg.bench.cost.build.make_batch` records them as the
+    shipped pipelines do), read by the hook's forward pre-hook.
     """
     seg, ow, hook = row.model, row.optim_wrapper, row.hook
     if hook is None:

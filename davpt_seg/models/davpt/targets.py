@@ -12,7 +12,8 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from davpt_seg.datasets.label_values import LABEL_VALUES_KEY
+from davpt_seg.datasets.label_values import (LABEL_VALUES_KEY,
+                                             distinct_label_values)
 from davpt_seg.utils.device import to_device_async
 
 
@@ -29,7 +30,10 @@ def present_class_mask(labels: torch.Tensor,
                        ignore_index: int = 255,
                        background_ids: Sequence[int] = (),
                        names: Optional[Sequence[str]] = None) -> torch.Tensor:
-    """Which classes each label map contains.
+    """Which classes each label map contains: one batched count of the
+    label values on their device (the value range and the check are read
+    on the host: two syncs per call; training reads
+    :func:`label_values_mask` instead where the pipeline records them).
 
     Args:
         labels (Tensor): [B, H, W] (or [B, 1, H, W]) integer label maps.
@@ -49,23 +53,57 @@ def present_class_mask(labels: torch.Tensor,
             otherwise corrupt the mapping or crash the loss on GPU).
     """
     B = labels.shape[0]
-    flat = labels.reshape(B, -1).long()
-    valid = flat != ignore_index
-    in_range = (flat >= 0) & (flat < num_classes)
-    bad = valid & ~in_range
-    if bad.any():  # the one host sync: the label check
-        i = int(bad.any(1).nonzero()[0])
-        values = sorted(set(flat[i][bad[i]].unique().tolist()))[:10]
-        who = names[i] if names is not None else f'image {i} of the batch'
-        _raise_bad_labels(who, values, num_classes, ignore_index)
-    # ignored pixels go to an extra column that is dropped
-    index = torch.where(valid & in_range, flat, num_classes)
-    present = torch.zeros(B, num_classes + 1, dtype=torch.bool,
-                          device=flat.device).scatter_(1, index, True)
-    present = present[:, :num_classes]
+    flat = labels.reshape(B, -1)
+    if flat.is_floating_point() or flat.dtype == torch.bool:
+        raise TypeError(f'label maps must be integer, got {flat.dtype}')
+    if flat.numel() == 0:
+        counts = flat.new_zeros(B, num_classes)
+    else:
+        lo, hi = (int(v) for v in torch.aminmax(flat))  # the host sync
+        if lo >= 0 and hi < 65536:  # counts of every value in one pass
+            bins = max(hi + 1, num_classes)
+            offsets = torch.arange(B, device=flat.device)[:, None] * bins
+            counts = torch.bincount((flat.long() + offsets).reshape(-1),
+                                    minlength=B * bins).view(B, bins)
+        else:  # negative or huge values: check them, then count
+            counts = _class_counts(flat.long(), num_classes, ignore_index,
+                                   names)
+        _check_counts(counts, num_classes, ignore_index, names)
+    present = counts[:, :num_classes] > 0
     if len(background_ids):
         present[:, list(background_ids)] = False
     return present
+
+
+def _class_counts(flat: torch.Tensor, num_classes: int, ignore_index: int,
+                  names: Optional[Sequence[str]]) -> torch.Tensor:
+    """[B, num_classes] counts of the class ids of ``flat`` [B, N]; values
+    that are neither a class id nor ``ignore_index`` raise."""
+    keep = (flat >= 0) & (flat < num_classes)
+    bad = (flat != ignore_index) & ~keep
+    if bad.any():
+        i = int(bad.any(1).nonzero()[0])
+        who = names[i] if names is not None else f'image {i} of the batch'
+        _raise_bad_labels(who, flat[i][bad[i]].unique().tolist()[:10],
+                          num_classes, ignore_index)
+    counts = torch.zeros(flat.shape[0], num_classes, dtype=torch.long,
+                         device=flat.device)
+    return counts.scatter_add_(1, torch.where(keep, flat, 0), keep.long())
+
+
+def _check_counts(counts: torch.Tensor, num_classes: int,
+                  ignore_index: int, names: Optional[Sequence[str]]) -> None:
+    """Raise for values past the classes (columns ``>= num_classes`` of
+    ``counts``, the ignore index's excluded) that occur."""
+    extra = counts[:, num_classes:].clone()
+    if 0 <= ignore_index - num_classes < extra.shape[1]:
+        extra[:, ignore_index - num_classes] = 0
+    if extra.numel() == 0 or not bool(extra.any()):
+        return
+    i = int(extra.any(1).nonzero()[0])
+    who = names[i] if names is not None else f'image {i} of the batch'
+    values = (extra[i].nonzero().flatten() + num_classes).tolist()[:10]
+    _raise_bad_labels(who, values, num_classes, ignore_index)
 
 
 def label_values_mask(values: Sequence[Sequence[int]],
@@ -112,7 +150,8 @@ def stack_label_maps(data_samples: Sequence,
     h = max(m.shape[0] for m in maps)
     w = max(m.shape[1] for m in maps)
     return torch.stack([
-        F.pad(m, (0, w - m.shape[1], 0, h - m.shape[0]), value=ignore_index)
+        m if m.shape == (h, w) else F.pad(
+            m, (0, w - m.shape[1], 0, h - m.shape[0]), value=ignore_index)
         for m in maps])
 
 
@@ -136,8 +175,11 @@ def present_classes(data_samples: Sequence,
     the label check of :func:`present_class_mask` (errors name the file).
 
     From the recorded ``label_values`` metainfo when every sample has it
-    (:func:`label_values_mask`, no pixel work); otherwise one batched
-    :func:`present_class_mask` over the stacked ground truth on its device.
+    (:func:`label_values_mask`, no pixel work); otherwise by scanning the
+    ground truth: on an accelerator one batched :func:`present_class_mask`
+    over the stacked maps, on the CPU each map's distinct values (a map
+    stays in the cache: several times faster there than one pass over the
+    batch).
 
     Returns:
         Tensor: [B, num_classes] bool, on the CPU from metainfo, else on the
@@ -147,9 +189,16 @@ def present_classes(data_samples: Sequence,
         return torch.zeros(0, num_classes, dtype=torch.bool)
     names = sample_names(data_samples)
     if has_label_values(data_samples):
-        return label_values_mask(
-            [s.metainfo[LABEL_VALUES_KEY] for s in data_samples],
-            num_classes, ignore_index, background_ids, names)
+        values = [s.metainfo[LABEL_VALUES_KEY] for s in data_samples]
+    elif data_samples[0].gt_sem_seg.data.device.type == 'cpu':
+        values = [distinct_label_values(s.gt_sem_seg.data)
+                  for s in data_samples]
+    else:
+        return present_class_mask(
+            stack_label_maps(data_samples, ignore_index), num_classes,
+            ignore_index, background_ids, names)
+    return label_values_mask(values, num_classes, ignore_index,
+                             background_ids, names)
     return present_class_mask(stack_label_maps(data_samples, ignore_index),
                               num_classes, ignore_index, background_ids,
                               names)
