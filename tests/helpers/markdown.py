@@ -28,7 +28,7 @@ SHELL_LANGS = ('bash', 'sh', 'shell', 'console')
 
 _FENCE = re.compile(r'^(\s*)(`{3,}|~{3,})\s*([\w+-]*)\s*$')
 _MARKER = re.compile(r'^\s*<!--\s*doc-test:\s*(\w+)\s*(.*?)\s*-->\s*$')
-_COMMENT = re.compile(r'<!--.*?-->', re.S)
+_COMMENT = re.compile(r'^[ \t]*<!--.*?-->[ \t]*$', re.S | re.M)
 _SPAN = re.compile(r'`([^`]+)`')
 #: A command: environment assignments, an interpreter, then a script of
 #: tools/ or demo/ (not of a subfolder: those are mmseg's, cited by path).
@@ -102,8 +102,8 @@ def fenced_blocks(path: Path) -> List[Block]:
 
 
 def prose(path: Path) -> str:
-    """``path`` without its fenced blocks and HTML comments (blanked, so
-    that line numbers stay)."""
+    """``path`` without its fenced blocks and the HTML comments that stand
+    on lines of their own (blanked, so that line numbers stay)."""
     lines = path.read_text(encoding='utf-8').splitlines()
     for block in fenced_blocks(path):
         end = block.line + block.text.count('\n')

@@ -33,10 +33,10 @@ scripts: the Python tool they forward their arguments to,
 
 Names: every ``davpt_seg.a.b`` dotted name anywhere in the documents must
 import / resolve; every inline-code ``ClassName`` (``ClassName.attr``,
-``ClassName(...)``) of the prose must be a builtin, be registered in one of
-mmseg's registries (which fall back to mmengine's), be an attribute of a
-davpt_seg module, or be one of :data:`EXTERNAL` (checked in its module);
-``.attr`` must exist on it.
+``ClassName(...)``) of the prose, and every ``type='Name'`` in inline code,
+must be a builtin, be registered in one of mmseg's registries (which fall
+back to mmengine's), be an attribute of a davpt_seg module, or be one of
+:data:`EXTERNAL` (checked in its module); ``.attr`` must exist on it.
 """
 import ast
 import builtins
@@ -330,6 +330,11 @@ def test_class_names_resolve():
     wrong, checked = [], 0
     for path in md.DOCUMENTS:
         for line, code in md.inline_spans(path):
+            for name in re.findall(r"(?<!\w)type='(\w+)'", code):
+                checked += 1
+                if resolve_class(name, modules) is None:
+                    wrong.append(f"{md.rel(path)}:{line}: `{code}`: "
+                                 f"type='{name}' is not registered")
             m = _CLASS_SPAN.fullmatch(code)
             if not m or _FILE_SPAN.fullmatch(code) or \
                     m.group(1) in NOT_SYMBOLS:
