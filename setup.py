@@ -27,7 +27,7 @@ setup(
     long_description=readme(),
     long_description_content_type='text/markdown',
     packages=find_packages(exclude=('configs', 'tools', 'tests')),
-    python_requires='>=3.9',
+    python_requires='>=3.10',
     install_requires=parse_requirements('requirements.txt'),
     extras_require=dict(
         tests=parse_requirements('requirements-test.txt'),
