@@ -172,6 +172,10 @@ class ClassPromptMapping(nn.Module):
         device = self.feat_sum.device
         feats = feats.detach().to(device=device, dtype=torch.float32)
         present = present.to(device=device, dtype=torch.float32)
+        if dist.get_world_size() == 1:  # no temporaries, no collective
+            self.feat_sum.addmm_(present.t(), feats)
+            self.feat_count += present.sum(dim=0)
+            return
         # (num_classes, C + 1): per-class feature sums and counts, packed so
         # that a single all-reduce synchronises both.
         contribution = torch.cat(
