@@ -5,7 +5,8 @@
         --weights ../shared/data/weights/dinov2_vits14_imgfocus.pth \\
         [--variants heads,vpt,davpt,davptplus,full] [--seeds 0,1,2] \\
         [--preset cpu|gpu|smoke] [--iters N] [--eval-split val|test] \\
-        [--jobs N] [--threads T] [--work-dir DIR]
+        [--jobs N] [--threads T] [--work-dir DIR] \\
+        [--eval-split select --lrs 0.003,0.01,0.03 | --lr-from RESULTS.json]
 
 Each variant x seed is trained with ``tools/train.py`` on the shipped
 ``configs/camvid`` config with the preset's data, resolution and schedule
@@ -16,7 +17,14 @@ killed one continues from its last checkpoint. ``--jobs N`` runs N of them
 side by side (one GPU, or the CPU), each with ``OMP_NUM_THREADS`` /
 ``MKL_NUM_THREADS`` = ``--threads`` (default: cores / N) and at most
 threads - 1 data workers (the preset's number at most); the report records
-the setting. ``--preset smoke`` without ``--data-root`` generates
+the setting.
+
+The selection protocol (``configs/camvid/splits/README.md``): ``--eval-split
+select`` trains on train minus the held-out sequence and tests on it;
+``--lrs`` makes each variant one row per base learning rate
+(``variant@lrX``); ``--lr-from`` takes each variant's best learning rate
+(highest mean mIoU) from such a run's ``results.json``, which must have
+been evaluated on ``select``. ``--preset smoke`` without ``--data-root`` generates
 CamVid-layout toy data and uses a tiny random ViT.
 """
 import argparse
@@ -36,7 +44,8 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if ROOT not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, ROOT)
 
-from davpt_seg.bench import (PRESETS, VARIANTS, preset_config,  # noqa: E402
+from davpt_seg.bench import (EVAL_SPLITS, PRESETS, VARIANTS,  # noqa: E402
+                             preset_config,
                              format_markdown, latest_valid_checkpoint,
                              median_step_time,
                              plot_results, read_test_metrics,
@@ -57,8 +66,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--preset', default='cpu', choices=sorted(PRESETS))
     parser.add_argument('--iters', type=int,
                         help='training iterations (default: the preset\'s)')
-    parser.add_argument('--eval-split', default='val',
-                        choices=('val', 'test'))
+    parser.add_argument('--eval-split', default='val', choices=EVAL_SPLITS,
+                        help="'select': train minus the held-out sequence, "
+                        'tested on it (for choosing settings)')
+    parser.add_argument('--lrs', help='comma-separated base learning rates: '
+                        'one row per variant and value')
+    parser.add_argument('--lr-from', metavar='RESULTS_JSON',
+                        help='each variant\'s learning rate: the best one '
+                        'of a --eval-split select run')
     parser.add_argument('--jobs', type=int, default=1,
                         help='runs side by side (default: %(default)s)')
     parser.add_argument('--threads', type=int,
@@ -77,7 +92,30 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error('--iters must be >= 1')
     if args.jobs < 1 or (args.threads is not None and args.threads < 1):
         parser.error('--jobs and --threads must be >= 1')
+    if args.lrs and args.lr_from:
+        parser.error('--lrs and --lr-from exclude each other')
+    args.lrs = [float(x) for x in args.lrs.split(',')] if args.lrs else None
     return args
+
+
+def chosen_lrs(path: str, variants) -> dict:
+    """Per variant, the base learning rate of its best row (mean mIoU) in
+    the ``results.json`` of a ``--eval-split select`` run."""
+    with open(path, encoding='utf-8') as f:
+        results = json.load(f)
+    if results['settings']['eval_split'] != 'select':
+        sys.exit(f'error: --lr-from {path} was evaluated on '
+                 f"{results['settings']['eval_split']!r}; settings are "
+                 "chosen on 'select' only")
+    chosen = {}
+    for variant in variants:
+        rows = {r['variant']: r.get('lr') for r in results['runs']
+                if r.get('base_variant', r['variant']) == variant}
+        if not rows or None in rows.values():
+            sys.exit(f'error: {path} has no learning-rate rows of {variant}')
+        best = max(rows, key=lambda row: results['summary'][row]['mIoU_mean'])
+        chosen[variant] = rows[best]
+    return chosen
 
 
 def job_resources(args, preset) -> dict:
@@ -101,8 +139,8 @@ def prepare_data(args) -> str:
         root = osp.join(args.work_dir, 'smoke_data')
         generate_camvid_like(root, dict(train=8, val=4, test=4), img_size=64)
         return root
-    needed = ['train', 'trainannot', args.eval_split,
-              args.eval_split + 'annot']
+    folder = 'train' if args.eval_split == 'select' else args.eval_split
+    needed = ['train', 'trainannot', folder, folder + 'annot']
     missing = [d for d in needed if not osp.isdir(osp.join(args.data_root, d))]
     if missing:
         sys.exit(f'error: {args.data_root} lacks {", ".join(missing)} '
@@ -158,10 +196,12 @@ def count_params(config: str):
     return counts['trainable'], counts['total']
 
 
-def one_run(args, variant: str, seed: int, config: str, iters: int) -> dict:
-    """Train (or resume) and test one variant x seed; returns its record,
-    cached in ``RUN_DIR/result.json``."""
-    run_dir = osp.join(args.work_dir, 'runs', f'{variant}_seed{seed}')
+def one_run(args, row: tuple, seed: int, config: str, iters: int) -> dict:
+    """Train (or resume) and test one row (name, variant, lr) x seed;
+    returns its record, cached in ``RUN_DIR/result.json``."""
+    name, base, lr = row
+    variant = name  # the report's row label
+    run_dir = osp.join(args.work_dir, 'runs', f'{name}_seed{seed}')
     result_file = osp.join(run_dir, 'result.json')
     if osp.isfile(result_file):
         print(f'{variant} seed {seed}: done before, skipped', flush=True)
@@ -188,7 +228,8 @@ def one_run(args, variant: str, seed: int, config: str, iters: int) -> dict:
     entries = read_train_log(run_dir)
     trainable, total = count_params(config)
     record = dict(
-        variant=variant, seed=seed, iters=iters, mIoU=metrics['mIoU'],
+        variant=variant, base_variant=base, lr=lr, seed=seed, iters=iters,
+        mIoU=metrics['mIoU'],
         aAcc=metrics['aAcc'], mAcc=metrics['mAcc'],
         class_iou={k[4:]: v for k, v in metrics.items()
                    if k.startswith('IoU.')},
@@ -213,26 +254,34 @@ def main(argv=None) -> int:
     weights = prepare_weights(args)
     resources = job_resources(args, preset)
     args.threads = resources['threads_per_job']
-    configs = {}
+    chosen = chosen_lrs(args.lr_from, args.variants) if args.lr_from else {}
+    rows = []  # (name, variant, base lr)
     for variant in args.variants:
-        configs[variant] = osp.join(args.work_dir, 'configs',
-                                    f'{variant}.py')
+        if args.lrs:
+            rows += [(f'{variant}@lr{lr:g}', variant, lr) for lr in args.lrs]
+        else:
+            rows.append((variant, variant, chosen.get(variant)))
+    split_files = smoke_split_files(args, data_root) \
+        if args.preset == 'smoke' and args.eval_split == 'select' else None
+    configs = {}
+    for name, variant, lr in rows:
+        configs[name] = osp.join(args.work_dir, 'configs', f'{name}.py')
         preset_config(variant, preset, data_root, weights, args.eval_split,
-                      iters, resources['workers_per_job']
-                      ).dump(configs[variant])
+                      iters, resources['workers_per_job'], lr, split_files
+                      ).dump(configs[name])
     start = time.time()
     todo = []
     for seed in args.seeds:  # seed-major: every variant of a seed first
-        for variant in args.variants:
+        for row in rows:
             if args.report_only and not osp.isfile(osp.join(
-                    args.work_dir, 'runs', f'{variant}_seed{seed}',
+                    args.work_dir, 'runs', f'{row[0]}_seed{seed}',
                     'result.json')):
-                print(f'{variant} seed {seed}: not finished, left out')
+                print(f'{row[0]} seed {seed}: not finished, left out')
                 continue
-            todo.append((variant, seed))
+            todo.append((row, seed))
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         runs = list(pool.map(
-            lambda vs: one_run(args, vs[0], vs[1], configs[vs[0]], iters),
+            lambda rs: one_run(args, rs[0], rs[1], configs[rs[0][0]], iters),
             todo))
     if not runs:
         sys.exit('error: no finished run to report')
@@ -244,7 +293,8 @@ def main(argv=None) -> int:
             batch_size=preset.batch_size, crop=list(preset.crop),
             scale=list(preset.scale), data_root=osp.abspath(data_root),
             weights=args.weights, variants=args.variants, seeds=args.seeds,
-            **resources,
+            lr_grid=args.lrs, lr_chosen=chosen or None,
+            lr_chosen_from=args.lr_from, **resources,
             command=' '.join([osp.relpath(__file__, ROOT)] +
                              (argv if argv is not None else sys.argv[1:]))),
         machine=dict(
@@ -264,6 +314,20 @@ def main(argv=None) -> int:
     print(format_markdown(results))
     print(f'wrote {out}.json, {out}.md, {out}.png')
     return 0
+
+
+def smoke_split_files(args, data_root: str) -> dict:
+    """The smoke data's selection split (its first quarter of train),
+    written next to the generated data."""
+    names = sorted(osp.splitext(f)[0] for f in os.listdir(
+        osp.join(data_root, 'train')))
+    cut = max(1, len(names) // 4)
+    files = {}
+    for key, part in (('select', names[:cut]), ('train', names[cut:])):
+        files[key] = osp.join(data_root, f'{key}_split.txt')
+        with open(files[key], 'w', encoding='utf-8') as f:
+            f.write('\n'.join(part) + '\n')
+    return files
 
 
 def _class_names():

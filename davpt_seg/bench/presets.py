@@ -15,7 +15,13 @@ from mmengine.config import Config
 CONFIG_DIR = osp.join(
     osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'configs',
     'camvid')
-VARIANTS = ('heads', 'vpt', 'davpt', 'davptplus', 'full')
+#: The selection split (``configs/camvid/splits/README.md``): image names
+#: held out from train for choosing settings, and the rest of train.
+SPLIT_FILES = dict(select=osp.join(CONFIG_DIR, 'splits', 'select.txt'),
+                   train=osp.join(CONFIG_DIR, 'splits',
+                                  'train_minus_select.txt'))
+EVAL_SPLITS = ('val', 'test', 'select')
+VARIANTS = ('heads', 'vpt', 'davpt', 'davptplus', 'full', 'full_adamw')
 #: Opt-in rows (``--variants``): the mapping's k-means++ cold start, and
 #: the metric losses on the last four layers.
 EXTRA_VARIANTS = ('davpt_kpp', 'davpt_g4')
@@ -87,18 +93,48 @@ def _shrink(cfg: Config, variant: str) -> None:
         cfg.model.backbone.update(TINY_PROMPTS)
         if variant == 'davpt_g4':
             cfg.model.backbone.guided_layers = [2, 3]
+    if cfg.optim_wrapper.get('paramwise_cfg', {}).get('num_layers'):
+        cfg.optim_wrapper.paramwise_cfg.num_layers = \
+            TINY_BACKBONE['num_layers']
     cfg.model.decode_head.update(in_channels=48, channels=16)
     cfg.model.auxiliary_head.update(in_channels=48, channels=8)
+
+
+def scaled_schedule(schedulers: list, max_iters: int, iters: int) -> list:
+    """The config's learning-rate schedule stretched from ``max_iters`` to
+    ``iters`` iterations (every ``begin`` / ``end`` scaled, each phase two
+    iterations at least; the last ends at ``iters``)."""
+    out = []
+    for old in schedulers:
+        new = dict(old)
+        begin = round(old.get('begin', 0) * iters / max_iters)
+        if out and old.get('begin') == schedulers[len(out) - 1].get('end'):
+            begin = out[-1]['end']  # contiguous phases stay contiguous
+        new['begin'] = begin
+        # two steps at least: a one-step LinearLR never leaves start_factor
+        new['end'] = max(begin + 2, round(old['end'] * iters / max_iters))
+        out.append(new)
+    out[-1]['end'] = max(out[-1]['begin'] + 1, iters)
+    return out
 
 
 def preset_config(variant: str, preset: Preset, data_root: str,
                   weights: Optional[str], eval_split: str,
                   iters: Optional[int] = None,
-                  num_workers: Optional[int] = None) -> Config:
+                  num_workers: Optional[int] = None,
+                  lr: Optional[float] = None,
+                  split_files: Optional[dict] = None) -> Config:
     """The shipped config of ``variant`` with the preset's resolution, batch
     and schedule (``iters`` / ``num_workers``: None = the preset's),
     ``data_root``, ``weights`` (None: random init) and ``eval_split`` as
-    the test set; model and recipe unchanged."""
+    the test set; model and recipe unchanged but for the optimiser's base
+    ``lr`` (None: the config's; multipliers such as the heads' x10 stay).
+
+    ``eval_split='select'`` trains on ``split_files['train']`` and tests on
+    ``split_files['select']`` (image names of the train folder; default
+    :data:`SPLIT_FILES`)."""
+    if eval_split not in EVAL_SPLITS:
+        raise ValueError(f'eval_split must be one of {EVAL_SPLITS}')
     cfg = Config.fromfile(config_path(variant))
     iters = iters or preset.iters
     workers = preset.num_workers if num_workers is None else num_workers
@@ -118,13 +154,20 @@ def preset_config(variant: str, preset: Preset, data_root: str,
     train.update(batch_size=preset.batch_size, num_workers=workers,
                  persistent_workers=workers > 0)
     train.dataset.data_root = osp.abspath(data_root)
+    folder, test_names = eval_split, ''
+    if eval_split == 'select':
+        files = split_files or SPLIT_FILES
+        train.dataset.ann_file = osp.abspath(files['train'])
+        folder, test_names = 'train', osp.abspath(files['select'])
     for loader in (cfg.val_dataloader, cfg.test_dataloader):
         _set_transform(loader.dataset.pipeline, 'Resize', scale=preset.scale)
         loader.update(num_workers=workers, persistent_workers=workers > 0)
         loader.dataset.update(
-            data_root=osp.abspath(data_root),
-            data_prefix=dict(img_path=eval_split,
-                             seg_map_path=eval_split + 'annot'))
+            data_root=osp.abspath(data_root), ann_file=test_names,
+            data_prefix=dict(img_path=folder,
+                             seg_map_path=folder + 'annot'))
+    if lr is not None:
+        cfg.optim_wrapper.optimizer.lr = lr
     # the top-level variables, for a reader of the dumped config
     cfg.merge_from_dict(dict(
         crop_size=preset.crop, img_scale=preset.scale,
@@ -132,8 +175,8 @@ def preset_config(variant: str, preset: Preset, data_root: str,
         train_pipeline=train.dataset.pipeline,
         test_pipeline=cfg.test_dataloader.dataset.pipeline))
     cfg.test_evaluator = dict(type='ClassIoUMetric', iou_metrics=['mIoU'])
-    cfg.param_scheduler = [dict(type='PolyLR', eta_min=1e-4, power=0.9,
-                                begin=0, end=iters, by_epoch=False)]
+    cfg.param_scheduler = scaled_schedule(cfg.param_scheduler,
+                                          cfg.train_cfg.max_iters, iters)
     # no validation while training: the bench tests the last checkpoint
     cfg.train_cfg.update(max_iters=iters, val_interval=iters + 1)
     cfg.default_hooks.logger.interval = preset.log_interval

@@ -10,7 +10,7 @@ from typing import Dict, List, Optional
 
 #: Order of the report's rows.
 ROW_ORDER = ('heads', 'vpt', 'davpt', 'davptplus', 'davpt_kpp', 'davpt_g4',
-             'full')
+             'full', 'full_adamw')
 
 
 def latest_valid_checkpoint(run_dir: str) -> Optional[str]:
@@ -86,9 +86,12 @@ def summarise(runs: List[dict]) -> Dict[str, dict]:
     return out
 
 
-def _row_key(variant: str):
+def _row_key(row: str):
+    """Report order: by variant (a grid row ``variant@lrX`` with its
+    variant), then by name."""
+    variant = row.split('@')[0]
     return (ROW_ORDER.index(variant) if variant in ROW_ORDER
-            else len(ROW_ORDER), variant)
+            else len(ROW_ORDER), row)
 
 
 def _median_or_none(values):
@@ -103,7 +106,15 @@ def format_markdown(results: dict) -> str:
         f"Preset `{settings['preset']}`, evaluated on `{settings['eval_split']}`"
         f" ({settings['iters']} iterations, batch "
         f"{settings['batch_size']}, crop {settings['crop']}, test scale "
-        f"{settings['scale']}).", '',
+        f"{settings['scale']}).", '']
+    if settings.get('lr_chosen'):
+        lines += [
+            'Learning rates (base; multipliers such as the heads\' x10 '
+            'kept) chosen on the selection split (`' + settings[
+                'lr_chosen_from'] + '`): ' + ', '.join(
+                f'{v} {lr:g}' for v, lr in settings['lr_chosen'].items()) +
+            f". `{settings['eval_split']}` chose nothing.", '']
+    lines += [
         '| variant | trainable | mIoU (mean ± std, n) | seeds | aAcc | '
         'step (s) |', '|---|---|---|---|---|---|']
     for variant, s in summary.items():

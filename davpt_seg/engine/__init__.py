@@ -1,1 +1,1 @@
-from . import hooks  # noqa: F401  (registration)
+from . import hooks, optimizers  # noqa: F401  (registration)

@@ -113,6 +113,40 @@ def test_runs_side_by_side_equal_runs_alone(tmp_path):
 
 
 @pytest.mark.slow
+def test_learning_rates_are_chosen_on_the_selection_split(tmp_path):
+    """--eval-split select --lrs: one row per learning rate, tested on the
+    held-out part of train; --lr-from takes each variant's best into a val
+    run and says so; a val result cannot choose."""
+    select = tmp_path / 'select'
+    bench(select, '--variants', 'heads', '--seeds', '0', '--eval-split',
+          'select', '--lrs', '0.001,0.1')
+    results = json.loads((select / 'results.json').read_text())
+    assert list(results['summary']) == ['heads@lr0.001', 'heads@lr0.1']
+    assert {(r['base_variant'], r['lr']) for r in results['runs']} == {
+        ('heads', 0.001), ('heads', 0.1)}
+    test_cfg = Config.fromfile(
+        str(select / 'configs' / 'heads@lr0.1.py')).test_dataloader.dataset
+    assert test_cfg.data_prefix.img_path == 'train'
+    held_out = (select / 'smoke_data' / 'select_split.txt').read_text()
+    assert test_cfg.ann_file.endswith('select_split.txt') and held_out
+    best = max(results['runs'], key=lambda r: r['mIoU'])['lr']
+
+    val = tmp_path / 'val'
+    bench(val, '--variants', 'heads', '--seeds', '0', '--lr-from',
+          str(select / 'results.json'))
+    results = json.loads((val / 'results.json').read_text())
+    assert results['settings']['lr_chosen'] == {'heads': best}
+    assert [r['lr'] for r in results['runs']] == [best]
+    assert '`val` chose nothing' in (val / 'results.md').read_text()
+    proc = subprocess.run(TOOL + ['--preset', 'smoke', '--work-dir',
+                                  str(tmp_path / 'x'), '--lr-from',
+                                  str(val / 'results.json')],
+                          capture_output=True, text=True, cwd=ROOT,
+                          env=subprocess_env(), timeout=300)
+    assert proc.returncode != 0 and "chosen on 'select' only" in proc.stderr
+
+
+@pytest.mark.slow
 def test_killed_run_resumes_from_its_checkpoint(tmp_path):
     work = tmp_path / 'bench'
     run_dir = work / 'runs' / 'vpt_seed0'

@@ -1,0 +1,3 @@
+from .vit_layer_decay import ViTLayerDecayOptimizerConstructor
+
+__all__ = ['ViTLayerDecayOptimizerConstructor']
