@@ -1,0 +1,51 @@
+"""davpt_seg.analysis.prompt_influence: the share of patch attention on the
+prompts (against the explicit-attention reference forward) and the output
+cosine against the same backbone without prompts."""
+import torch
+from mmengine.config import ConfigDict
+from mmseg.registry import MODELS
+
+import davpt_seg  # noqa: F401
+from davpt_seg.analysis.prompt_influence import (frozen_reference,
+                                                 influence,
+                                                 prompt_attention_share)
+from helpers.vit import TINY_VIT, explicit_vpt_forward, save_vit
+
+
+def _cfg(path, **prompts):
+    return ConfigDict(model=dict(backbone=dict(
+        type='PromptedVisionTransformer', **TINY_VIT, out_indices=(1, 3),
+        init_cfg=dict(type='Pretrained', checkpoint=str(path)), **prompts)))
+
+
+def test_share_matches_the_explicit_attention(tmp_path):
+    save_vit(tmp_path / 'vit.pth', **TINY_VIT)
+    torch.manual_seed(0)
+    backbone = MODELS.build(_cfg(tmp_path / 'vit.pth', num_prompts=3)
+                            .model.backbone)
+    backbone.init_weights()
+    backbone.eval()
+    x = torch.randn(2, 3, 64, 64)
+    shares = prompt_attention_share(backbone, x)
+    _, traces, _ = explicit_vpt_forward(backbone, x)
+    for layer, trace in traces.items():
+        patches = slice(trace.prompt_slice.stop, None)  # image tokens last
+        expect = trace.attn[:, :, patches, trace.prompt_slice].sum(-1)
+        assert abs(shares[layer] - float(expect.mean())) < 1e-5, layer
+    assert all(0 < s < 1 for s in shares)
+
+
+def test_the_frozen_backbone_is_its_own_reference(tmp_path):
+    save_vit(tmp_path / 'vit.pth', **TINY_VIT)
+    cfg = _cfg(tmp_path / 'vit.pth', num_prompts=3)
+    reference = frozen_reference(cfg)
+    x = torch.randn(2, 3, 64, 64)
+    same = influence(frozen_reference(cfg), reference, x)
+    assert same['attention_to_prompts'] == [0.] * 4
+    assert all(abs(c - 1) < 1e-6 for c in same['output_cosine'].values())
+    torch.manual_seed(0)
+    prompted = MODELS.build(cfg.model.backbone)
+    prompted.init_weights()
+    moved = influence(prompted, reference, x)
+    assert set(moved['output_cosine']) == {1, 3}
+    assert all(c < 1 - 1e-5 for c in moved['output_cosine'].values())
