@@ -57,17 +57,20 @@ def main(argv=None) -> None:
         axes[0].plot(range(len(shares)), shares, marker='o', label=label)
     axes[0].set(xlabel='layer', ylabel='patch attention on prompts',
                 title='Share of patch-query attention on prompts')
-    axes[0].legend(fontsize=8)
+    axes[0].legend(fontsize=7, loc='upper right', framealpha=0.7)
     layers = sorted({int(k) for d in data for k in d['output_cosine']})
     width = 0.8 / len(data)
     for i, (label, d) in enumerate(zip(args.labels, data)):
         values = [d['output_cosine'].get(str(k), float('nan'))
                   for k in layers]
-        axes[1].bar([j + i * width for j in range(len(layers))], values,
-                    width, label=label)
+        bars = axes[1].bar([j + i * width for j in range(len(layers))],
+                           values, width, label=label)
+        axes[1].bar_label(bars, fmt='%.2f', fontsize=7)
+    axes[1].axhline(0, color='k', lw=0.5)
     axes[1].set(xticks=[j + 0.4 - width / 2 for j in range(len(layers))],
-                xticklabels=[f'layer {k}' for k in layers], ylim=(0, 1),
-                ylabel='cosine', title='Output patch features vs frozen ViT')
+                xticklabels=[f'layer {k}' for k in layers],
+                ylim=(-0.15, 1.1), ylabel='mean cosine over patches',
+                title='Output patch features vs frozen ViT')
     if args.curves:
         for variant, (steps, loss) in mean_curves(
                 args.curves, args.curve_variants).items():
