@@ -6,15 +6,12 @@
 """
 import argparse
 
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
-
 import davpt_seg.compat
-from davpt_seg.engine.launch import (add_checkpoint_check,
-                                     close_process_group, enable_amp,
+from davpt_seg.engine.launch import (add_checkpoint_check, enable_amp,
                                      enable_gradient_checkpointing,
                                      load_config, parse_launch_args,
-                                     set_resume, use_gloo_without_gpus)
+                                     run_runner, set_resume,
+                                     use_gloo_without_gpus)
 
 
 def parse_args(argv=None):
@@ -53,10 +50,7 @@ def main(argv=None):
     set_resume(cfg, args.resume)
     use_gloo_without_gpus(cfg)
     add_checkpoint_check(cfg)
-    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg \
-        else RUNNERS.build(cfg)
-    runner.train()
-    close_process_group()
+    run_runner(cfg, 'train')
 
 
 if __name__ == '__main__':

@@ -6,6 +6,7 @@ you build a ``Runner`` another way).
 """
 import argparse
 import datetime
+import gc
 import logging
 import os
 import os.path as osp
@@ -54,16 +55,74 @@ def sync_bn_to_bn(cfg) -> List[str]:
     return replaced
 
 
-def close_process_group() -> None:
-    """Wait for every rank, then destroy the default process group, if any.
+def gloo_threads() -> List[str]:
+    """Names of this process's gloo threads (``pt_gloo_runloop``,
+    ``gloo_tcp_loop``; from /proc, empty elsewhere)."""
+    names = []
+    try:
+        tasks = os.listdir('/proc/self/task')
+    except OSError:
+        return names
+    for tid in tasks:
+        try:
+            with open(f'/proc/self/task/{tid}/comm') as f:
+                name = f.read().strip()
+        except OSError:
+            continue
+        if 'gloo' in name:
+            names.append(name)
+    return sorted(names)
 
-    Without it, a gloo process can abort at interpreter exit
-    (``terminate called without an active exception``, SIGABRT) while its
-    communication threads are still alive, failing a finished run."""
+
+def close_process_group() -> None:
+    """Wait for every rank, then tear the default process group down for
+    good (nothing if there is none). Call it once the Runner is gone (as
+    :func:`run_runner` does).
+
+    ``destroy_process_group`` only forgets the group: its gloo threads live
+    on while anything still holds it -- a finished Runner's DDP wrapper
+    does, until the garbage collector breaks the Runner's reference cycles.
+    A gloo thread that drops the last reference to a finished collective's
+    tensors while the interpreter finalizes aborts the process
+    (``terminate called without an active exception``, SIGABRT: Python
+    ends a thread that wants the GIL then, and the thread is inside a C++
+    destructor; see docs/distributed.md). Hence: collect the garbage, then
+    destroy the group, whose C++ destructor joins the threads. A warning
+    says when threads are left (something else still holds the group).
+    """
     import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    dist.barrier()
+    gc.collect()
+    dist.destroy_process_group()
+    left = gloo_threads()
+    if left:
+        print_log(
+            f'the process group is destroyed but {len(left)} gloo threads '
+            f'are left ({", ".join(left)}): something still holds the group '
+            '(a DDP model, a process group object). The process can abort '
+            'at exit (SIGABRT); drop those references before '
+            'close_process_group().', logger='current',
+            level=logging.WARNING)
+
+
+def run_runner(cfg: Config, method: str) -> None:
+    """Build the Runner of ``cfg`` (``RUNNERS.build`` when it sets
+    ``runner_type``), call its ``method`` (``'train'``, ``'test'``), drop
+    it and :func:`close_process_group`."""
+    _run(cfg, method)
+    close_process_group()
+
+
+def _run(cfg: Config, method: str) -> None:
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg \
+        else RUNNERS.build(cfg)
+    getattr(runner, method)()
+    # returning drops the Runner (and its DDP wrapper, which holds the
+    # process group) for close_process_group's garbage collection
 
 
 # -- command line -------------------------------------------------------------
