@@ -19,6 +19,7 @@ import argparse
 import os.path as osp
 
 from mmengine.logging import print_log
+from torch.distributed.elastic.multiprocessing.errors import record
 
 import davpt_seg.compat
 from davpt_seg.engine.launch import (add_checkpoint_check, enable_tta,
@@ -78,4 +79,6 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    # under torchrun, record() writes an error to the file the launcher
+    # quotes in its failure summary
+    record(main)()

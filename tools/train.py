@@ -6,6 +6,8 @@
 """
 import argparse
 
+from torch.distributed.elastic.multiprocessing.errors import record
+
 import davpt_seg.compat
 from davpt_seg.engine.launch import (add_checkpoint_check, enable_amp,
                                      enable_gradient_checkpointing,
@@ -54,4 +56,6 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    # under torchrun, record() writes an error to the file the launcher
+    # quotes in its failure summary
+    record(main)()

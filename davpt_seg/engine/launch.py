@@ -16,9 +16,15 @@ import torch
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 
+from .dist_failure import announce_rank, name_failed_peers
+
 
 #: norm layer types that only work on GPUs (torch's and mmcv's SyncBN)
 SYNC_BN_TYPES = ('SyncBN', 'MMSyncBN')
+#: seconds a collective of CPU processes (gloo) waits for a peer before it
+#: fails, unless the config (``env_cfg.dist_cfg.timeout``) or
+#: ``--dist-timeout`` says otherwise (torch's gloo default is 30 min)
+CPU_DIST_TIMEOUT = 300.0
 
 
 def sync_bn_to_bn(cfg) -> List[str]:
@@ -110,9 +116,16 @@ def close_process_group() -> None:
 def run_runner(cfg: Config, method: str) -> None:
     """Build the Runner of ``cfg`` (``RUNNERS.build`` when it sets
     ``runner_type``), call its ``method`` (``'train'``, ``'test'``), drop
-    it and :func:`close_process_group`."""
-    _run(cfg, method)
-    close_process_group()
+    it and :func:`close_process_group`.
+
+    In a distributed run, a collective that fails because a rank died or
+    hangs raises :class:`~davpt_seg.engine.dist_failure.PeerFailureError`
+    naming that rank (see
+    :func:`~davpt_seg.engine.dist_failure.name_failed_peers`).
+    """
+    with name_failed_peers():
+        _run(cfg, method)
+        close_process_group()
 
 
 def _run(cfg: Config, method: str) -> None:
@@ -120,6 +133,7 @@ def _run(cfg: Config, method: str) -> None:
     from mmengine.runner import Runner
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg \
         else RUNNERS.build(cfg)
+    announce_rank()  # the process group exists once the Runner does
     getattr(runner, method)()
     # returning drops the Runner (and its DDP wrapper, which holds the
     # process group) for close_process_group's garbage collection
@@ -133,8 +147,9 @@ def parse_launch_args(parser: argparse.ArgumentParser,
     """Add the arguments both tools take last, parse ``argv`` and set
     ``LOCAL_RANK`` from ``--local_rank`` unless the environment has one.
 
-    The arguments: ``--cfg-options``, ``--launcher`` and ``--local_rank``
-    (``torch.distributed.launch`` passes it; torchrun sets ``LOCAL_RANK``).
+    The arguments: ``--cfg-options``, ``--launcher``, ``--dist-timeout``
+    and ``--local_rank`` (``torch.distributed.launch`` passes it; torchrun
+    sets ``LOCAL_RANK``).
     """
     parser.add_argument(
         '--cfg-options',
@@ -146,6 +161,15 @@ def parse_launch_args(parser: argparse.ArgumentParser,
         choices=['none', 'pytorch', 'slurm', 'mpi'],
         default='none',
         help='job launcher')
+    parser.add_argument(
+        '--dist-timeout',
+        type=float,
+        metavar='SECONDS',
+        help='timeout of each collective operation of a distributed run '
+        '(env_cfg.dist_cfg.timeout): how long a rank waits for a peer that '
+        'hangs or is gone before it fails. Default: the config\'s, else '
+        f'{CPU_DIST_TIMEOUT:g} s for CPU processes (gloo), torch\'s '
+        'default (30 min for gloo, 10 min for NCCL) on GPUs')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
@@ -154,12 +178,15 @@ def parse_launch_args(parser: argparse.ArgumentParser,
 
 
 def load_config(args: argparse.Namespace) -> Config:
-    """``args.config`` with ``--cfg-options``, ``--launcher`` and the work
-    dir (CLI > config > ./work_dirs/<config name>), as mmseg's tools do."""
+    """``args.config`` with ``--cfg-options``, ``--launcher``, the work
+    dir (CLI > config > ./work_dirs/<config name>), as mmseg's tools do,
+    and ``--dist-timeout`` (``env_cfg.dist_cfg.timeout``)."""
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
+    if getattr(args, 'dist_timeout', None) is not None:
+        dist_cfg_of(cfg)['timeout'] = args.dist_timeout
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir', None) is None:
@@ -169,6 +196,17 @@ def load_config(args: argparse.Namespace) -> Config:
 
 
 # -- config edits of the flags ------------------------------------------------
+
+
+def dist_cfg_of(cfg: Config):
+    """``cfg.env_cfg.dist_cfg`` (the ``init_process_group`` arguments),
+    created if missing, to edit in place (``Config.setdefault`` returns a
+    detached copy of what it creates)."""
+    if cfg.get('env_cfg') is None:
+        cfg.env_cfg = dict()
+    if cfg.env_cfg.get('dist_cfg') is None:
+        cfg.env_cfg.dist_cfg = dict()
+    return cfg.env_cfg.dist_cfg
 
 
 def enable_amp(cfg: Config) -> None:
@@ -274,7 +312,9 @@ def use_gloo_without_gpus(cfg: Config) -> None:
     Without CUDA (``torch.cuda.is_available()`` is False, or
     ``CUDA_VISIBLE_DEVICES=-1``) and a launcher other than ``none``:
 
-    * the backend is switched to ``gloo`` (nccl needs GPUs);
+    * the backend is switched to ``gloo`` (nccl needs GPUs), with a
+      collective timeout of :data:`CPU_DIST_TIMEOUT` seconds unless the
+      config sets ``env_cfg.dist_cfg.timeout``;
     * for ``--launcher pytorch`` (``tools/dist_*.sh``, torchrun) the process
       group is initialised here from torchrun's environment, because
       mmengine's ``init_dist`` calls ``torch.cuda.set_device`` first, which
@@ -290,11 +330,12 @@ def use_gloo_without_gpus(cfg: Config) -> None:
     """
     if cfg.launcher == 'none' or torch.cuda.is_available():
         return
-    dist_cfg = cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})
+    dist_cfg = dist_cfg_of(cfg)
     if dist_cfg.get('backend', 'nccl') != 'gloo':
         print_log('No CUDA device: using the gloo backend for the '
                   'distributed run', logger='current', level=logging.WARNING)
         dist_cfg['backend'] = 'gloo'
+    dist_cfg.setdefault('timeout', CPU_DIST_TIMEOUT)
     if cfg.launcher == 'slurm':
         raise SystemExit('--launcher slurm needs CUDA devices; for CPU '
                          'processes use tools/dist_train.sh / torchrun '
