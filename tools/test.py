@@ -3,7 +3,7 @@
 
     python tools/test.py CONFIG CHECKPOINT [--tta] [--work-dir DIR]
         [--out DIR] [--show] [--show-dir DIR] [--cfg-options k=v ...]
-        [--launcher none|pytorch|slurm|mpi]
+        [--launcher none|pytorch|slurm|mpi] [--dist-timeout SECONDS]
 
 ``--tta`` evaluates multi-scale + flip with the config's ``tta_pipeline``
 (mmseg's ratios 0.5-1.75 for the dataset configs).
@@ -19,9 +19,9 @@ import argparse
 import os.path as osp
 
 from mmengine.logging import print_log
-from torch.distributed.elastic.multiprocessing.errors import record
 
 import davpt_seg.compat
+from davpt_seg.engine.dist_failure import record_error
 from davpt_seg.engine.launch import (add_checkpoint_check, enable_tta,
                                      enable_visualization, keep_predictions,
                                      load_config, parse_launch_args,
@@ -79,6 +79,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    # under torchrun, record() writes an error to the file the launcher
-    # quotes in its failure summary
-    record(main)()
+    record_error(main)()  # torchrun's failure summary quotes the error

@@ -3,12 +3,12 @@
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]
         [--with-cp] [--cfg-options k=v ...] [--launcher none|pytorch|slurm|mpi]
+        [--dist-timeout SECONDS]
 """
 import argparse
 
-from torch.distributed.elastic.multiprocessing.errors import record
-
 import davpt_seg.compat
+from davpt_seg.engine.dist_failure import record_error
 from davpt_seg.engine.launch import (add_checkpoint_check, enable_amp,
                                      enable_gradient_checkpointing,
                                      load_config, parse_launch_args,
@@ -56,6 +56,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    # under torchrun, record() writes an error to the file the launcher
-    # quotes in its failure summary
-    record(main)()
+    record_error(main)()  # torchrun's failure summary quotes the error

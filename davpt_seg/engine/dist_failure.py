@@ -21,6 +21,7 @@ How long a survivor waits for a hung peer in the first place is the process
 group's timeout (``env_cfg.dist_cfg.timeout``, ``--dist-timeout``).
 """
 import contextlib
+import functools
 import json
 import os
 import socket
@@ -173,3 +174,20 @@ def name_failed_peers(timeout: float = ROLL_CALL_TIMEOUT):
             raise
         raise PeerFailureError(failure_message(rank, missing, exc)) from exc
 
+
+def record_error(main):
+    """``main``, writing an uncaught exception to the error file torchrun
+    names (``TORCHELASTIC_ERROR_FILE``; nothing without one), so that the
+    launcher's failure summary quotes it instead of "To enable traceback
+    see ...". Unlike torch's ``record`` it leaves ``SystemExit`` (e.g.
+    ``--help``) and the fault handler alone."""
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except Exception as exc:
+            from torch.distributed.elastic.multiprocessing.errors import \
+                get_error_handler
+            get_error_handler().record_exception(exc)
+            raise
+    return wrapper
