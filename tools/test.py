@@ -3,7 +3,7 @@
 
     python tools/test.py CONFIG CHECKPOINT [--tta] [--work-dir DIR]
         [--out DIR] [--show] [--show-dir DIR] [--cfg-options k=v ...]
-        [--launcher none|pytorch|slurm|mpi]
+        [--launcher none|pytorch|slurm|mpi] [--dist-timeout SECONDS]
 
 ``--tta`` evaluates multi-scale + flip with the config's ``tta_pipeline``
 (mmseg's ratios 0.5-1.75 for the dataset configs).
@@ -19,14 +19,13 @@ import argparse
 import os.path as osp
 
 from mmengine.logging import print_log
-from mmengine.runner import Runner
 
 import davpt_seg.compat
-from davpt_seg.engine.launch import (add_checkpoint_check,
-                                     close_process_group, enable_tta,
+from davpt_seg.engine.dist_failure import record_error
+from davpt_seg.engine.launch import (add_checkpoint_check, enable_tta,
                                      enable_visualization, keep_predictions,
                                      load_config, parse_launch_args,
-                                     use_gloo_without_gpus)
+                                     run_runner, use_gloo_without_gpus)
 
 
 def parse_args(argv=None):
@@ -72,9 +71,7 @@ def main(argv=None):
     cfg.load_from = args.checkpoint
     use_gloo_without_gpus(cfg)
     add_checkpoint_check(cfg)
-    runner = Runner.from_cfg(cfg)
-    runner.test()
-    close_process_group()
+    run_runner(cfg, 'test')
     if args.show_dir:
         print_log('painted images in '
                   f"{osp.join(args.show_dir, 'vis_data', 'vis_image')}",
@@ -82,4 +79,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    record_error(main)()  # torchrun's failure summary quotes the error

@@ -3,18 +3,17 @@
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]
         [--with-cp] [--cfg-options k=v ...] [--launcher none|pytorch|slurm|mpi]
+        [--dist-timeout SECONDS]
 """
 import argparse
 
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
-
 import davpt_seg.compat
-from davpt_seg.engine.launch import (add_checkpoint_check,
-                                     close_process_group, enable_amp,
+from davpt_seg.engine.dist_failure import record_error
+from davpt_seg.engine.launch import (add_checkpoint_check, enable_amp,
                                      enable_gradient_checkpointing,
                                      load_config, parse_launch_args,
-                                     set_resume, use_gloo_without_gpus)
+                                     run_runner, set_resume,
+                                     use_gloo_without_gpus)
 
 
 def parse_args(argv=None):
@@ -53,11 +52,8 @@ def main(argv=None):
     set_resume(cfg, args.resume)
     use_gloo_without_gpus(cfg)
     add_checkpoint_check(cfg)
-    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg \
-        else RUNNERS.build(cfg)
-    runner.train()
-    close_process_group()
+    run_runner(cfg, 'train')
 
 
 if __name__ == '__main__':
-    main()
+    record_error(main)()  # torchrun's failure summary quotes the error

@@ -6,6 +6,7 @@ you build a ``Runner`` another way).
 """
 import argparse
 import datetime
+import gc
 import logging
 import os
 import os.path as osp
@@ -15,9 +16,15 @@ import torch
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 
+from .dist_failure import announce_rank, name_failed_peers
+
 
 #: norm layer types that only work on GPUs (torch's and mmcv's SyncBN)
 SYNC_BN_TYPES = ('SyncBN', 'MMSyncBN')
+#: seconds a collective of CPU processes (gloo) waits for a peer before it
+#: fails, unless the config (``env_cfg.dist_cfg.timeout``) or
+#: ``--dist-timeout`` says otherwise (torch's gloo default is 30 min)
+CPU_DIST_TIMEOUT = 300.0
 
 
 def sync_bn_to_bn(cfg) -> List[str]:
@@ -54,16 +61,82 @@ def sync_bn_to_bn(cfg) -> List[str]:
     return replaced
 
 
-def close_process_group() -> None:
-    """Wait for every rank, then destroy the default process group, if any.
+def gloo_threads() -> List[str]:
+    """Names of this process's gloo threads (``pt_gloo_runloop``,
+    ``gloo_tcp_loop``; from /proc, empty elsewhere)."""
+    names = []
+    try:
+        tasks = os.listdir('/proc/self/task')
+    except OSError:
+        return names
+    for tid in tasks:
+        try:
+            with open(f'/proc/self/task/{tid}/comm') as f:
+                name = f.read().strip()
+        except OSError:
+            continue
+        if 'gloo' in name:
+            names.append(name)
+    return sorted(names)
 
-    Without it, a gloo process can abort at interpreter exit
-    (``terminate called without an active exception``, SIGABRT) while its
-    communication threads are still alive, failing a finished run."""
+
+def close_process_group() -> None:
+    """Wait for every rank, then tear the default process group down for
+    good (nothing if there is none). Call it once the Runner is gone (as
+    :func:`run_runner` does).
+
+    ``destroy_process_group`` only forgets the group: its gloo threads live
+    on while anything still holds it -- a finished Runner's DDP wrapper
+    does, until the garbage collector breaks the Runner's reference cycles.
+    A gloo thread that drops the last reference to a finished collective's
+    tensors while the interpreter finalizes aborts the process
+    (``terminate called without an active exception``, SIGABRT: Python
+    ends a thread that wants the GIL then, and the thread is inside a C++
+    destructor; see docs/distributed.md). Hence: collect the garbage, then
+    destroy the group, whose C++ destructor joins the threads. A warning
+    says when threads are left (something else still holds the group).
+    """
     import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    dist.barrier()
+    gc.collect()
+    dist.destroy_process_group()
+    left = gloo_threads()
+    if left:
+        print_log(
+            f'the process group is destroyed but {len(left)} gloo threads '
+            f'are left ({", ".join(left)}): something still holds the group '
+            '(a DDP model, a process group object). The process can abort '
+            'at exit (SIGABRT); drop those references before '
+            'close_process_group().', logger='current',
+            level=logging.WARNING)
+
+
+def run_runner(cfg: Config, method: str) -> None:
+    """Build the Runner of ``cfg`` (``RUNNERS.build`` when it sets
+    ``runner_type``), call its ``method`` (``'train'``, ``'test'``), drop
+    it and :func:`close_process_group`.
+
+    In a distributed run, a collective that fails because a rank died or
+    hangs raises :class:`~davpt_seg.engine.dist_failure.PeerFailureError`
+    naming that rank (see
+    :func:`~davpt_seg.engine.dist_failure.name_failed_peers`).
+    """
+    with name_failed_peers():
+        _run(cfg, method)
+        close_process_group()
+
+
+def _run(cfg: Config, method: str) -> None:
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg \
+        else RUNNERS.build(cfg)
+    announce_rank()  # the process group exists once the Runner does
+    getattr(runner, method)()
+    # returning drops the Runner (and its DDP wrapper, which holds the
+    # process group) for close_process_group's garbage collection
 
 
 # -- command line -------------------------------------------------------------
@@ -74,8 +147,9 @@ def parse_launch_args(parser: argparse.ArgumentParser,
     """Add the arguments both tools take last, parse ``argv`` and set
     ``LOCAL_RANK`` from ``--local_rank`` unless the environment has one.
 
-    The arguments: ``--cfg-options``, ``--launcher`` and ``--local_rank``
-    (``torch.distributed.launch`` passes it; torchrun sets ``LOCAL_RANK``).
+    The arguments: ``--cfg-options``, ``--launcher``, ``--dist-timeout``
+    and ``--local_rank`` (``torch.distributed.launch`` passes it; torchrun
+    sets ``LOCAL_RANK``).
     """
     parser.add_argument(
         '--cfg-options',
@@ -87,6 +161,15 @@ def parse_launch_args(parser: argparse.ArgumentParser,
         choices=['none', 'pytorch', 'slurm', 'mpi'],
         default='none',
         help='job launcher')
+    parser.add_argument(
+        '--dist-timeout',
+        type=float,
+        metavar='SECONDS',
+        help='timeout of each collective operation of a distributed run '
+        '(env_cfg.dist_cfg.timeout): how long a rank waits for a peer that '
+        'hangs or is gone before it fails. Default: the config\'s, else '
+        f'{CPU_DIST_TIMEOUT:g} s for CPU processes (gloo), torch\'s '
+        'default (30 min for gloo, 10 min for NCCL) on GPUs')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
@@ -95,12 +178,15 @@ def parse_launch_args(parser: argparse.ArgumentParser,
 
 
 def load_config(args: argparse.Namespace) -> Config:
-    """``args.config`` with ``--cfg-options``, ``--launcher`` and the work
-    dir (CLI > config > ./work_dirs/<config name>), as mmseg's tools do."""
+    """``args.config`` with ``--cfg-options``, ``--launcher``, the work
+    dir (CLI > config > ./work_dirs/<config name>), as mmseg's tools do,
+    and ``--dist-timeout`` (``env_cfg.dist_cfg.timeout``)."""
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
+    if getattr(args, 'dist_timeout', None) is not None:
+        dist_cfg_of(cfg)['timeout'] = args.dist_timeout
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir', None) is None:
@@ -110,6 +196,17 @@ def load_config(args: argparse.Namespace) -> Config:
 
 
 # -- config edits of the flags ------------------------------------------------
+
+
+def dist_cfg_of(cfg: Config):
+    """``cfg.env_cfg.dist_cfg`` (the ``init_process_group`` arguments),
+    created if missing, to edit in place (``Config.setdefault`` returns a
+    detached copy of what it creates)."""
+    if cfg.get('env_cfg') is None:
+        cfg.env_cfg = dict()
+    if cfg.env_cfg.get('dist_cfg') is None:
+        cfg.env_cfg.dist_cfg = dict()
+    return cfg.env_cfg.dist_cfg
 
 
 def enable_amp(cfg: Config) -> None:
@@ -215,7 +312,9 @@ def use_gloo_without_gpus(cfg: Config) -> None:
     Without CUDA (``torch.cuda.is_available()`` is False, or
     ``CUDA_VISIBLE_DEVICES=-1``) and a launcher other than ``none``:
 
-    * the backend is switched to ``gloo`` (nccl needs GPUs);
+    * the backend is switched to ``gloo`` (nccl needs GPUs), with a
+      collective timeout of :data:`CPU_DIST_TIMEOUT` seconds unless the
+      config sets ``env_cfg.dist_cfg.timeout``;
     * for ``--launcher pytorch`` (``tools/dist_*.sh``, torchrun) the process
       group is initialised here from torchrun's environment, because
       mmengine's ``init_dist`` calls ``torch.cuda.set_device`` first, which
@@ -231,11 +330,12 @@ def use_gloo_without_gpus(cfg: Config) -> None:
     """
     if cfg.launcher == 'none' or torch.cuda.is_available():
         return
-    dist_cfg = cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})
+    dist_cfg = dist_cfg_of(cfg)
     if dist_cfg.get('backend', 'nccl') != 'gloo':
         print_log('No CUDA device: using the gloo backend for the '
                   'distributed run', logger='current', level=logging.WARNING)
         dist_cfg['backend'] = 'gloo'
+    dist_cfg.setdefault('timeout', CPU_DIST_TIMEOUT)
     if cfg.launcher == 'slurm':
         raise SystemExit('--launcher slurm needs CUDA devices; for CPU '
                          'processes use tools/dist_train.sh / torchrun '

@@ -89,6 +89,33 @@ def kill_tree(proc) -> set:
     return groups
 
 
+def start(args, log_path, **env) -> subprocess.Popen:
+    """Start ``args`` as :func:`run_tool` does, in its own session, with
+    stdout and stderr to ``log_path``; the caller waits (and cleans up with
+    :func:`kill_tree`)."""
+    with open(log_path, 'w') as log:
+        return subprocess.Popen([str(a) for a in args], cwd=ROOT,
+                                env=subprocess_env(**env), stdout=log,
+                                stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
+def rank_pid(proc, rank: int) -> Optional[int]:
+    """Pid of the worker of ``rank`` below ``proc`` (a ``tools/dist_*.sh``
+    launch): the descendant with ``RANK=<rank>`` in its environment that
+    is not the torchrun agent; None if there is none (yet)."""
+    for pid in descendants(proc.pid):
+        try:
+            environ = Path(f'/proc/{pid}/environ').read_bytes().split(b'\0')
+            cmdline = Path(f'/proc/{pid}/cmdline').read_bytes()
+        except OSError:
+            continue
+        if f'RANK={rank}'.encode() in environ and \
+                b'torch.distributed.run' not in cmdline:
+            return pid
+    return None
+
+
 def start_and_kill(args, log_path, ready: Callable[[], bool],
                    kill: Callable[[subprocess.Popen], None],
                    timeout: float = 300, **env) -> None:
