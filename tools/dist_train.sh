@@ -6,7 +6,9 @@
 # CPU processes: tools/train.py switches to the gloo backend, initialises the
 # process group itself and wraps the model in DDP without device ids.
 # PORT picks the master port (default 29500; give concurrent jobs distinct
-# ones); PY the interpreter (default: .venv or python).
+# ones); PY the interpreter (default: .venv or python). NNODES / NODE_RANK /
+# MASTER_ADDR for several nodes. Timeouts, teardown and what a rank reports
+# when a peer dies: docs/distributed.md (train.py's --dist-timeout).
 CONFIG=$1
 GPUS=$2
 NNODES=${NNODES:-1}

@@ -93,8 +93,12 @@ def close_process_group() -> None:
     (``terminate called without an active exception``, SIGABRT: Python
     ends a thread that wants the GIL then, and the thread is inside a C++
     destructor; see docs/distributed.md). Hence: collect the garbage, then
-    destroy the group, whose C++ destructor joins the threads. A warning
-    says when threads are left (something else still holds the group).
+    destroy the group, whose C++ destructor joins the threads. The order
+    matters: freed from ``destroy_process_group``, the group's destructor
+    runs without the GIL, so a worker thread that needs it can finish; freed
+    last by the DDP wrapper's reducer, it joins its threads holding the GIL,
+    and the process can hang. A warning says when threads are left
+    (something else still holds the group).
     """
     import torch.distributed as dist
     if not (dist.is_available() and dist.is_initialized()):
@@ -108,7 +112,7 @@ def close_process_group() -> None:
             f'the process group is destroyed but {len(left)} gloo threads '
             f'are left ({", ".join(left)}): something still holds the group '
             '(a DDP model, a process group object). The process can abort '
-            'at exit (SIGABRT); drop those references before '
+            '(SIGABRT) or hang at exit; drop those references before '
             'close_process_group().', logger='current',
             level=logging.WARNING)
 
