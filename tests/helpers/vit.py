@@ -43,8 +43,9 @@ def explicit_vpt_forward(m, x: torch.Tensor):
     """Reference VPT-Deep forward of a ``PromptedVisionTransformer`` ``m``
     on images ``x`` [B, 3, H, W]: every layer runs on the full sequence
     ``[CLS | registers | prompts | image]`` with an explicit
-    softmax(QK^T / sqrt(d)) attention (incl. the DA-VPT+ K/V bias deltas);
-    the prompts are dropped after each layer.
+    softmax(QK^T / sqrt(d)) attention (incl. the DA-VPT+ K/V bias deltas;
+    with ``prompt_gate`` the prompt columns get their own softmax times
+    ``tanh(gate)``); the prompts are dropped after each layer.
 
     Returns:
         tuple: the ``out_indices`` maps ([B, C, h, w] each), a dict layer
@@ -87,8 +88,16 @@ def explicit_vpt_forward(m, x: torch.Tensor):
         def heads(z):
             return z.view(B, -1, H, C // H).transpose(1, 2)
 
-        attn = (heads(q) @ heads(k).transpose(-1, -2) / (C // H)**0.5
-                ).softmax(-1)
+        scores = heads(q) @ heads(k).transpose(-1, -2) / (C // H)**0.5
+        attn = scores.softmax(-1)
+        gate = getattr(m, 'prompt_gate', None)
+        if gate is not None and n:  # own softmax of the prompts, gated
+            cols = torch.zeros(t.shape[1], dtype=torch.bool)
+            cols[lead:lead + n] = True
+            attn = torch.empty_like(scores)
+            attn[..., ~cols] = scores[..., ~cols].softmax(-1)
+            attn[..., cols] = scores[..., cols].softmax(-1) * \
+                gate[i].tanh().view(1, H, 1, 1)
         o = (attn @ heads(v)).transpose(1, 2).reshape(B, -1, C)
         traces[i] = LayerTrace(t, p, slice(lead, lead + n), q, attn, o)
         t = t + F.linear(o, mha.out_proj.weight, mha.out_proj.bias)

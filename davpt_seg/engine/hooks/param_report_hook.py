@@ -9,14 +9,16 @@ from mmengine.model import is_model_wrapper
 from mmseg.registry import HOOKS
 
 # (group, substring of the parameter name); the first match wins.
-GROUPS = (('prompts', 'prompt'), ('kv_biases', 'kv_bias_delta'),
+GROUPS = (('prompt_gates', 'prompt_gate'), ('prompts', 'prompt'),
+          ('kv_biases', 'kv_bias_delta'),
           ('decode_head', 'decode_head.'), ('auxiliary_heads',
                                             'auxiliary_head'))
 
 
 def parameter_report(model: nn.Module) -> Dict[str, int]:
     """Count parameters: ``total``, ``trainable`` and trainable ones by group
-    (prompts, kv_biases, decode_head, auxiliary_heads, other)."""
+    (prompt_gates, prompts, kv_biases, decode_head, auxiliary_heads,
+    other)."""
     if is_model_wrapper(model):
         model = model.module
     counts = OrderedDict(total=0, trainable=0)

@@ -189,7 +189,7 @@ class AttentionCapture:
         self.records.append(AttentionRecord(hw_shape))
 
     def record(self, layer: int, q: Tensor, k: Tensor, num_seq: int,
-               num_lead: int) -> None:
+               num_lead: int, gate: Optional[Tensor] = None) -> None:
         """Store ``softmax(q k^T / sqrt(d))`` of ``layer`` if requested.
 
         Args:
@@ -197,6 +197,9 @@ class AttentionCapture:
                 all T tokens (``[lead | image | prompts]``).
             num_seq (int): S = lead + N tokens before the prompts.
             num_lead (int): [CLS] and registers before the image tokens.
+            gate (Tensor, optional): [heads] prompt gate of a gated layer:
+                the prompt columns are then ``tanh(gate)`` times their own
+                softmax (rows sum to ``1 + tanh(gate)``).
         """
         if layer not in self._wanted:
             return
@@ -221,7 +224,13 @@ class AttentionCapture:
         q = q.detach().float()
         k = k.detach().float()
         scores = torch.matmul(q, k.transpose(-2, -1)) * (d ** -0.5)
-        rec.attn[layer] = scores.softmax(dim=-1)
+        if gate is None or not num_prompts:
+            rec.attn[layer] = scores.softmax(dim=-1)
+        else:
+            g = gate.detach().float().tanh().view(1, -1, 1, 1)
+            rec.attn[layer] = torch.cat(
+                (scores[..., :num_seq].softmax(dim=-1),
+                 g * scores[..., num_seq:].softmax(dim=-1)), dim=-1)
         rec.layout[layer] = TokenLayout(self._num_cls, self._num_registers,
                                         num_patches, num_prompts, (h, w),
                                         kind)

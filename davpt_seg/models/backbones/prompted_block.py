@@ -7,6 +7,11 @@ attention output is collected for the DA-VPT losses), no output projection
 and no FFN. Attention does not depend on the order of the keys, so the
 prompts are appended after the tokens; the result equals the
 ``[CLS | prompts | image]`` layout up to float rounding.
+
+With a prompt ``gate`` (``gated_prompts=True``) the prompts get their own
+softmax, scaled by ``tanh(gate)`` per head and added to the tokens' attention
+(zero-initialised gating as in LLaMA-Adapter, ``docs/prompt_gate.md``): a
+zero gate gives exactly the frozen layer.
 """
 from typing import Callable, Optional, Tuple
 
@@ -24,7 +29,8 @@ def prompted_block(layer: nn.Module, x: torch.Tensor,
                    prompts: Optional[torch.Tensor], num_lead: int,
                    num_heads: int, kv_bias: Optional[torch.Tensor] = None,
                    collect: bool = False, training: bool = False,
-                   record: Optional[Callable] = None
+                   record: Optional[Callable] = None,
+                   gate: Optional[torch.Tensor] = None
                    ) -> Tuple[torch.Tensor, Optional[CollectedFeatures]]:
     """Forward of one pre-norm mmseg ``TransformerEncoderLayer`` with prompts.
 
@@ -39,8 +45,10 @@ def prompted_block(layer: nn.Module, x: torch.Tensor,
             (DA-VPT+).
         collect (bool): also return the guided features (needs [CLS] at 0).
         training (bool): apply attention dropout.
-        record (Callable, optional): ``record(q, k, S, num_lead)`` with
-            q, k [B, heads, S + P, C / heads] (attention capture).
+        record (Callable, optional): ``record(q, k, S, num_lead, gate)``
+            with q, k [B, heads, S + P, C / heads] (attention capture).
+        gate (Tensor, optional): [heads] prompt gate (pre-``tanh``); None
+            puts the prompts in the tokens' softmax (VPT).
     Returns:
         (Tensor [B, S, C], CollectedFeatures or None).
     """
@@ -56,10 +64,10 @@ def prompted_block(layer: nn.Module, x: torch.Tensor,
     q, k, v = qkv.view(B, T, 3, num_heads, C // num_heads).permute(
         2, 0, 3, 1, 4)
     if record is not None:
-        record(q, k, S, num_lead)
-    o = F.scaled_dot_product_attention(
-        q if collect else q[:, :, :S], k, v,
-        dropout_p=mha.dropout if training else 0.)
+        record(q, k, S, num_lead, gate)
+    o = _attention(q if collect else q[:, :, :S], k, v, S,
+                   None if prompts is None else gate,
+                   mha.dropout if training else 0.)
     o = o.transpose(1, 2).reshape(B, -1, C)  # heads concatenated
     feats = None
     if collect:
@@ -69,3 +77,17 @@ def prompted_block(layer: nn.Module, x: torch.Tensor,
     out = F.linear(o, mha.out_proj.weight, mha.out_proj.bias)
     x = x + layer.attn.dropout_layer(layer.attn.proj_drop(out))
     return layer.ffn(layer.norm2(x), identity=x), feats
+
+
+def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, S: int,
+               gate: Optional[torch.Tensor], dropout_p: float) -> torch.Tensor:
+    """SDPA of q [B, h, Q, d] on k, v [B, h, T, d]: one softmax over all T
+    keys, or with ``gate`` [h] one over the first S keys plus ``tanh(gate)``
+    times one over the T - S prompt keys."""
+    if gate is None:
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+    tokens = F.scaled_dot_product_attention(
+        q, k[:, :, :S], v[:, :, :S], dropout_p=dropout_p)
+    prompts = F.scaled_dot_product_attention(
+        q, k[:, :, S:], v[:, :, S:], dropout_p=dropout_p)
+    return tokens + gate.tanh().view(1, -1, 1, 1).to(prompts.dtype) * prompts

@@ -17,9 +17,8 @@ layer. ``guided_layers`` hold ``num_proxy_prompts`` class-assigned prompts
 Since prompt outputs are dropped, the forward gives prompts no query, output
 projection or FFN (see :func:`prompted_block`).
 """
-from contextlib import contextmanager
 from functools import partial
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -30,22 +29,22 @@ from mmseg.registry import MODELS
 
 from davpt_seg.weights import pretrained as pretrained_weights
 from davpt_seg.weights import prompt_only
-from .attention_capture import AttentionCapture, new_attention_capture
-from .guided_capture import GuidedCapture, GuidedFeatures, GuidedOutput
+from .capture_mixin import CaptureMixin
+from .guided_capture import GuidedFeatures, GuidedOutput
 from .prompt_args import (check_gradient_paths, check_prompt_args,
                           layer_indices, vit_arguments)
 from .prompted_block import prompted_block
 
 #: State-dict key prefixes of what this class adds to mmseg's ViT: prompts,
-#: prompt norm and K/V bias offsets.
+#: prompt norm, K/V bias offsets and prompt gates.
 PROMPT_STATE_PREFIXES = ('prompt_tokens', 'proxy_prompt_tokens',
-                         'prompt_norm.', 'kv_bias_delta')
+                         'prompt_norm.', 'kv_bias_delta', 'prompt_gate')
 #: Where earlier versions kept the class->prompt mapping (now DAVPTHook's).
 LEGACY_MAPPING_PREFIX = 'class_mapping.'
 
 
 @MODELS.register_module()
-class PromptedVisionTransformer(VisionTransformer):
+class PromptedVisionTransformer(CaptureMixin, VisionTransformer):
     """Frozen ViT with VPT-Deep prompts for DA-VPT / DA-VPT+ / VPT.
 
     Accepts every argument of :class:`mmseg.models.backbones.VisionTransformer`
@@ -72,6 +71,11 @@ class PromptedVisionTransformer(VisionTransformer):
             biases of every layer, as a zero-initialised offset
             ``kv_bias_delta`` [L, 2, C] of mmcv's packed ``in_proj_bias``
             (``docs/method.md``). Default: False.
+        gated_prompts (bool): give the prompts their own softmax, scaled by
+            ``tanh`` of a zero-initialised learnable gate ``prompt_gate``
+            [L, heads] and added to the tokens' attention: at
+            initialisation the backbone equals the frozen one
+            (``docs/prompt_gate.md``). Default: False.
         prompt_drop_rate (float): dropout on the inserted prompts. The loss
             proxies are taken before dropout. Default: 0.
         prompt_norm (str): 'none' | 'l2' | 'layer', applied to the prompts
@@ -87,15 +91,13 @@ class PromptedVisionTransformer(VisionTransformer):
             positional ones in its order (``img_size``, ``patch_size``, ...);
             the arguments above are keyword-only.
     """
-    #: The active :meth:`capture_attention`, if any (eval-only analysis).
-    _attn_capture: Optional[AttentionCapture] = None
-
     def __init__(self,
                  *args,
                  num_prompts: int = 20,
                  num_proxy_prompts: int = 10,
                  guided_layers: Sequence[int] = (-1, ),
                  tune_kv_bias: bool = False,
+                 gated_prompts: bool = False,
                  prompt_drop_rate: float = 0.,
                  prompt_norm: str = 'none',
                  frozen_exclude: Sequence[str] = ('all', ),
@@ -137,8 +139,10 @@ class PromptedVisionTransformer(VisionTransformer):
         self.prompt_dropout = nn.Dropout(prompt_drop_rate)
         self.kv_bias_delta = nn.Parameter(
             torch.zeros(num_layers, 2, embed_dims)) if tune_kv_bias else None
+        self.prompt_gate = nn.Parameter(torch.zeros(
+            num_layers, self.num_heads)) if gated_prompts else None
 
-        self._guided_capture: Optional[GuidedCapture] = None
+        self._guided_capture = None
         self.init_prompts()
         self._freeze_pretrained()
         if self.prompt_tokens is not None:
@@ -282,8 +286,9 @@ class PromptedVisionTransformer(VisionTransformer):
             self.kv_bias_delta[i]
         record = None if self._attn_capture is None else partial(
             self._attn_capture.record, i)  # eval-only analysis
+        gate = None if self.prompt_gate is None else self.prompt_gate[i]
         args = (self.layers[i], x, tokens, num_lead, self.num_heads, kv_bias,
-                want, self.training, record)
+                want, self.training, record, gate)
         if self.with_cp and (x.requires_grad or (
                 tokens is not None and tokens.requires_grad)):
             x, feats = cp.checkpoint(prompted_block, *args,
@@ -362,55 +367,6 @@ class PromptedVisionTransformer(VisionTransformer):
         for i in range(len(self.layers)):
             x, _ = self._run_layer(i, x, lead, False, False)
         return x[:, 0]
-
-    def capture_guided(self) -> GuidedCapture:
-        """Attach a :class:`GuidedCapture`: from now on every training
-        forward records its guided-layer features (:class:`GuidedOutput`)
-        in it until it is removed (``capture.remove()`` or a ``with``
-        block). One capture at a time; needs ``with_cls_token=True``."""
-        if not self.with_cls_token:
-            raise ValueError(
-                'DA-VPT needs with_cls_token=True: the [CLS]->prompt loss '
-                'and the class->prompt mapping both work on the [CLS] '
-                'token. Use with_cls_token=True, or train plain VPT '
-                '(no DAVPTHook).')
-        if self._guided_capture is not None:
-            raise RuntimeError('capture_guided() is already attached to this '
-                               'backbone; remove() it first')
-        self._guided_capture = GuidedCapture(self._detach_guided_capture)
-        return self._guided_capture
-
-    def _detach_guided_capture(self, capture: GuidedCapture) -> None:
-        if self._guided_capture is capture:  # GuidedCapture.remove()
-            self._guided_capture = None
-
-    @contextmanager
-    def capture_attention(self, layers: Optional[Sequence[int]] = None
-                          ) -> Iterator[AttentionCapture]:
-        """Context manager: record the attention probabilities of
-        ``layers`` (default: all; negative indices count from the end) in
-        every forward inside the block, prompts' queries included. Eval
-        mode only; outputs are unchanged. See
-        :mod:`davpt_seg.models.backbones.attention_capture`.
-
-        Yields:
-            AttentionCapture: ``.attn[layer]`` [B, heads, T, T] and
-            ``.layout[layer]`` (:class:`TokenLayout`: which rows are [CLS],
-            registers, patches, prompts) of the latest forward;
-            ``.records`` for every forward.
-        """
-        if self._attn_capture is not None:
-            raise RuntimeError('capture_attention() is already active on '
-                               'this backbone')
-        capture = new_attention_capture(self, layers)
-        handle = self.patch_embed.register_forward_hook(
-            lambda module, args, out: capture.start_forward(out[1]))
-        self._attn_capture = capture
-        try:
-            yield capture
-        finally:
-            self._attn_capture = None
-            handle.remove()
 
     def train(self, mode: bool = True):
         # mmseg's ViT.train() returns None; keep nn.Module's contract.
