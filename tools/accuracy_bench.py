@@ -6,7 +6,7 @@
         [--variants heads,vpt,davpt,davptplus,full] [--seeds 0,1,2] \\
         [--preset cpu|gpu|smoke] [--iters N] [--eval-split val|test] \\
         [--jobs N] [--threads T] [--work-dir DIR] \\
-        [--eval-split select --lrs 0.003,0.01,0.03 | --lr-from RESULTS.json]
+        [--eval-split select --lrs 0.003,0.01,0.03 | --lr-from RESULTS.json..]
 
 Each variant x seed is trained with ``tools/train.py`` on the shipped
 ``configs/camvid`` config with the preset's data, resolution and schedule
@@ -23,9 +23,11 @@ The selection protocol (``configs/camvid/splits/README.md``): ``--eval-split
 select`` trains on train minus the held-out sequence and tests on it;
 ``--lrs`` makes each variant one row per base learning rate
 (``variant@lrX``); ``--lr-from`` takes each variant's best learning rate
-(highest mean mIoU) from such a run's ``results.json``, which must have
-been evaluated on ``select``. ``--preset smoke`` without ``--data-root`` generates
-CamVid-layout toy data and uses a tiny random ViT.
+(highest mean mIoU) from such runs' ``results.json`` files, which must have
+been evaluated on ``select``; a lever row (``vpt_gated``, ``davpt_gated``,
+``davpt_patchmap``, ``davpt_gated_patchmap``) without rows of its own takes
+the rate chosen for the variant it modifies. ``--preset smoke`` without
+``--data-root`` generates CamVid-layout toy data and uses a tiny random ViT.
 """
 import argparse
 import json
@@ -45,9 +47,9 @@ if ROOT not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, ROOT)
 
 from davpt_seg.bench import (EVAL_SPLITS, PRESETS, VARIANTS,  # noqa: E402
-                             preset_config,
+                             chosen_lrs, preset_config,
                              format_markdown, latest_valid_checkpoint,
-                             median_step_time,
+                             median_step_time, read_mapping_log,
                              plot_results, read_test_metrics,
                              read_train_log, summarise)
 
@@ -59,8 +61,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--weights', help='pretrained DINOv2 ViT-S/14 '
                         '(timm or official names; converted once)')
     parser.add_argument('--variants', default=','.join(VARIANTS),
-                        help='comma-separated; also davpt_kpp, davpt_g4 '
-                        '(default: %(default)s)')
+                        help='comma-separated; also davpt_kpp, davpt_g4, '
+                        'vpt_gated, davpt_gated, davpt_patchmap, '
+                        'davpt_gated_patchmap (default: %(default)s)')
     parser.add_argument('--seeds', default='0,1,2',
                         help='comma-separated (default: %(default)s)')
     parser.add_argument('--preset', default='cpu', choices=sorted(PRESETS))
@@ -71,9 +74,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         'tested on it (for choosing settings)')
     parser.add_argument('--lrs', help='comma-separated base learning rates: '
                         'one row per variant and value')
-    parser.add_argument('--lr-from', metavar='RESULTS_JSON',
-                        help='each variant\'s learning rate: the best one '
-                        'of a --eval-split select run')
+    parser.add_argument('--lr-from', metavar='RESULTS_JSON', nargs='+',
+                        help='each variant\'s learning rate: its best one '
+                        'in these --eval-split select runs (a lever row '
+                        'without rows takes its base variant\'s)')
     parser.add_argument('--jobs', type=int, default=1,
                         help='runs side by side (default: %(default)s)')
     parser.add_argument('--threads', type=int,
@@ -96,26 +100,6 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error('--lrs and --lr-from exclude each other')
     args.lrs = [float(x) for x in args.lrs.split(',')] if args.lrs else None
     return args
-
-
-def chosen_lrs(path: str, variants) -> dict:
-    """Per variant, the base learning rate of its best row (mean mIoU) in
-    the ``results.json`` of a ``--eval-split select`` run."""
-    with open(path, encoding='utf-8') as f:
-        results = json.load(f)
-    if results['settings']['eval_split'] != 'select':
-        sys.exit(f'error: --lr-from {path} was evaluated on '
-                 f"{results['settings']['eval_split']!r}; settings are "
-                 "chosen on 'select' only")
-    chosen = {}
-    for variant in variants:
-        rows = {r['variant']: r.get('lr') for r in results['runs']
-                if r.get('base_variant', r['variant']) == variant}
-        if not rows or None in rows.values():
-            sys.exit(f'error: {path} has no learning-rate rows of {variant}')
-        best = max(rows, key=lambda row: results['summary'][row]['mIoU_mean'])
-        chosen[variant] = rows[best]
-    return chosen
 
 
 def job_resources(args, preset) -> dict:
@@ -236,6 +220,7 @@ def one_run(args, row: tuple, seed: int, config: str, iters: int) -> dict:
         trainable_params=trainable, total_params=total,
         step_time=median_step_time(entries),
         loss_curve={str(e['step']): e['loss'] for e in entries},
+        mapping_updates=read_mapping_log(run_dir),
         wall_time_s=round(time.time() - start, 1))
     with open(result_file + '.tmp', 'w', encoding='utf-8') as f:
         json.dump(record, f, indent=1)
@@ -254,7 +239,12 @@ def main(argv=None) -> int:
     weights = prepare_weights(args)
     resources = job_resources(args, preset)
     args.threads = resources['threads_per_job']
-    chosen = chosen_lrs(args.lr_from, args.variants) if args.lr_from else {}
+    chosen, inherited = {}, {}
+    if args.lr_from:
+        try:
+            chosen, inherited = chosen_lrs(args.lr_from, args.variants)
+        except ValueError as err:
+            sys.exit(f'error: --lr-from {err}')
     rows = []  # (name, variant, base lr)
     for variant in args.variants:
         if args.lrs:
@@ -294,7 +284,8 @@ def main(argv=None) -> int:
             scale=list(preset.scale), data_root=osp.abspath(data_root),
             weights=args.weights, variants=args.variants, seeds=args.seeds,
             lr_grid=args.lrs, lr_chosen=chosen or None,
-            lr_chosen_from=args.lr_from, **resources,
+            lr_chosen_from=args.lr_from, lr_inherited=inherited or None,
+            **resources,
             command=' '.join([osp.relpath(__file__, ROOT)] +
                              (argv if argv is not None else sys.argv[1:]))),
         machine=dict(

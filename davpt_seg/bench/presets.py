@@ -22,10 +22,16 @@ SPLIT_FILES = dict(select=osp.join(CONFIG_DIR, 'splits', 'select.txt'),
                                   'train_minus_select.txt'))
 EVAL_SPLITS = ('val', 'test', 'select')
 VARIANTS = ('heads', 'vpt', 'davpt', 'davptplus', 'full', 'full_adamw')
-#: Opt-in rows (``--variants``): the mapping's k-means++ cold start, and
-#: the metric losses on the last four layers.
-EXTRA_VARIANTS = ('davpt_kpp', 'davpt_g4')
+#: Opt-in rows (``--variants``): the mapping's k-means++ cold start, the
+#: metric losses on the last four layers, and the two levers (gated
+#: prompts, the class-patches mapping) alone and together.
+EXTRA_VARIANTS = ('davpt_kpp', 'davpt_g4', 'vpt_gated', 'davpt_gated',
+                  'davpt_patchmap', 'davpt_gated_patchmap')
 PROMPTED = ('vpt', 'davpt', 'davptplus') + EXTRA_VARIANTS
+#: ``--lr-from``: a lever row without rows of its own in the selection
+#: results takes the learning rate chosen for the variant it modifies.
+LR_BASE = dict(vpt_gated='vpt', davpt_gated='davpt', davpt_patchmap='davpt',
+               davpt_gated_patchmap='davpt')
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,9 @@ import zipfile
 from typing import Dict, List, Optional
 
 #: Order of the report's rows.
-ROW_ORDER = ('heads', 'vpt', 'davpt', 'davptplus', 'davpt_kpp', 'davpt_g4',
-             'full', 'full_adamw')
+ROW_ORDER = ('heads', 'vpt', 'vpt_gated', 'davpt', 'davpt_gated',
+             'davpt_patchmap', 'davpt_gated_patchmap', 'davptplus',
+             'davpt_kpp', 'davpt_g4', 'full', 'full_adamw')
 
 
 def latest_valid_checkpoint(run_dir: str) -> Optional[str]:
@@ -42,6 +43,34 @@ def read_train_log(run_dir: str) -> List[dict]:
                 if 'loss' in entry and 'step' in entry:
                     by_step[int(entry['step'])] = entry
     return [by_step[k] for k in sorted(by_step)]
+
+
+#: DAVPTHook's mapping lines (initial pass and each update).
+_MAPPING_LINE = re.compile(
+    r'DA-VPT (?:initial mapping .*?: (?P<init>set|NOT set)|mapping '
+    r'(?P<state>updated|kept) .*?at iter (?P<iter>\d+) .*?); cluster sizes '
+    r'(?P<sizes>\[[\d, ]*\])(?:; centroid cosine (?:n/a|mean '
+    r'(?P<mean>[-\d.]+) max (?P<max>[-\d.]+)))?')
+
+
+def read_mapping_log(run_dir: str) -> List[dict]:
+    """The class->prompt mapping of a DA-VPT run per update, from the text
+    logs under ``run_dir`` (merged by iteration; the initial pass is
+    iteration 0): ``iter``, ``accepted``, ``sizes`` (classes per prompt),
+    ``cos_mean`` / ``cos_max`` (between distinct centroids; None without
+    centroids or in logs of versions that did not write them)."""
+    by_iter = {}
+    for path in sorted(glob.glob(osp.join(run_dir, '*', '*.log'))):
+        with open(path, encoding='utf-8', errors='replace') as f:
+            for m in _MAPPING_LINE.finditer(f.read()):
+                it = 0 if m['init'] else int(m['iter'])
+                by_iter[it] = dict(
+                    iter=it, accepted=m['init'] == 'set' or
+                    m['state'] == 'updated',
+                    sizes=json.loads(m['sizes']),
+                    cos_mean=None if m['mean'] is None else float(m['mean']),
+                    cos_max=None if m['max'] is None else float(m['max']))
+    return [by_iter[k] for k in sorted(by_iter)]
 
 
 def median_step_time(entries: List[dict]) -> Optional[float]:
@@ -108,11 +137,16 @@ def format_markdown(results: dict) -> str:
         f"{settings['batch_size']}, crop {settings['crop']}, test scale "
         f"{settings['scale']}).", '']
     if settings.get('lr_chosen'):
+        sources = settings['lr_chosen_from']
+        sources = [sources] if isinstance(sources, str) else sources
+        inherited = settings.get('lr_inherited') or {}
         lines += [
             'Learning rates (base; multipliers such as the heads\' x10 '
-            'kept) chosen on the selection split (`' + settings[
-                'lr_chosen_from'] + '`): ' + ', '.join(
-                f'{v} {lr:g}' for v, lr in settings['lr_chosen'].items()) +
+            'kept) chosen on the selection split (' + ', '.join(
+                f'`{s}`' for s in sources) + '): ' + ', '.join(
+                f'{v} {lr:g}' + (f' (that of {inherited[v]})'
+                                 if v in inherited else '')
+                for v, lr in settings['lr_chosen'].items()) +
             f". `{settings['eval_split']}` chose nothing.", '']
     lines += [
         '| variant | trainable | mIoU (mean ± std, n) | seeds | aAcc | '

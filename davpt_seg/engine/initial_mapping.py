@@ -1,7 +1,8 @@
 # Copyright (c) davpt-seg contributors. Apache-2.0.
 """The initial class->prompt mapping of a DA-VPT run: one pass of the
 prompt-free frozen backbone over training batches, per-class means of the
-final [CLS], then k-means (``docs/method.md`` §4)."""
+objective's mapping feature (final [CLS], or the last guided layer's patch
+tokens pooled under the class masks), then k-means (``docs/method.md`` §4)."""
 import contextlib
 import copy
 import random
@@ -12,7 +13,7 @@ import numpy as np
 import torch
 from mmengine.dist import get_rank
 
-from davpt_seg.models.davpt import ClassPromptMapping
+from davpt_seg.models.davpt import DAVPTObjective, stack_label_maps
 
 
 @contextlib.contextmanager
@@ -33,12 +34,12 @@ def preserved_global_rng():
 
 
 @torch.no_grad()
-def build_initial_mapping(runner, segmentor, mapping: ClassPromptMapping,
+def build_initial_mapping(runner, segmentor, objective: DAVPTObjective,
                           present_fn: Callable, seed: int,
                           max_batches: Optional[int] = None,
                           dataloader_overrides: Optional[dict] = None
                           ) -> None:
-    """Fill ``mapping`` from one pass over the training set.
+    """Fill ``objective.mapping`` from one pass over the training set.
 
     The pass leaves the global ``random`` / numpy / torch (and CUDA) RNG
     states as it found them (its augmentations draw from them), so the
@@ -49,8 +50,10 @@ def build_initial_mapping(runner, segmentor, mapping: ClassPromptMapping,
         runner (Runner): builds the dataloader (the training one, with
             ``dataloader_overrides``, a finite shuffled ``DefaultSampler``).
         segmentor (BaseSegmentor): unwrapped; its ``data_preprocessor`` and
-            ``backbone.forward_cls`` are used.
-        mapping (ClassPromptMapping): accumulated and updated (collective).
+            ``backbone.forward_cls`` (or ``forward_frozen_patches``) are
+            used.
+        objective (DAVPTObjective): its mapping is accumulated and updated
+            (collective).
         present_fn (Callable): ``data_samples -> [B, num_classes]`` bool
             (called on the data preprocessor's output).
         seed (int): seed of the pass's sampler.
@@ -77,18 +80,30 @@ def build_initial_mapping(runner, segmentor, mapping: ClassPromptMapping,
                 break
             data = segmentor.data_preprocessor(data, True)
             present = present_fn(data['data_samples'])
-            cls = backbone.forward_cls(data['inputs'])
-            mapping.accumulate(cls.float(), present.to(cls.device))
+            objective.accumulate(present.to(data['inputs'].device),
+                                 **frozen_features(backbone, objective,
+                                                   data))
             seen += len(data['data_samples'])
         backbone.train(was_training)
-        changed = mapping.update()
+        changed = objective.mapping.update()
     runner.logger.info(
         f'DA-VPT initial mapping from {num} batches ({seen} images on '
         f'rank {get_rank()}) in {time.perf_counter() - start:.2f} s: '
-        f'{"set" if changed else "NOT set"}; cluster sizes '
-        f'{mapping.cluster_sizes()}')
+        f'{"set" if changed else "NOT set"}; '
+        f'{objective.mapping.summary()}')
     if not changed:
         raise RuntimeError(
             'DA-VPT: the initial class->prompt mapping could not be '
             'built (too few classes seen, or k-means collapsed to one '
             'prompt). Increase init_max_batches or check the labels.')
+
+
+def frozen_features(backbone, objective: DAVPTObjective, data: dict) -> dict:
+    """The prompt-free backbone's features of a preprocessed batch, as
+    keyword arguments of ``objective.accumulate``."""
+    if objective.mapping_feature == 'cls':
+        return dict(final_cls=backbone.forward_cls(data['inputs']))
+    return dict(
+        patch_tokens=backbone.forward_frozen_patches(
+            data['inputs'], backbone.guided_layers[-1]),
+        labels=stack_label_maps(data['data_samples']))

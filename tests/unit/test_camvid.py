@@ -24,7 +24,8 @@ from helpers import CONFIG_DIR
 init_default_scope('mmseg')
 CAMVID_CONFIGS = CONFIG_DIR / 'camvid'
 VARIANTS = ('heads', 'vpt', 'davpt', 'davptplus', 'davpt_kpp', 'davpt_g4',
-            'full', 'full_adamw')
+            'vpt_gated', 'davpt_gated', 'davpt_patchmap',
+            'davpt_gated_patchmap', 'full', 'full_adamw')
 # Trainable parameters: heads 0.815M (decode 592,523 + aux 222,795); VPT
 # prompts (11 x 20 + 10) x 384; DA-VPT+ adds 2 x 12 x 384 K/V biases; four
 # guided layers hold 10 prompts each: (8 x 20 + 4 x 10) x 384.
@@ -33,7 +34,11 @@ EXPECTED_TRAINABLE = dict(
     heads=HEADS, vpt=HEADS + 230 * 384, davpt=HEADS + 230 * 384,
     davptplus=HEADS + 230 * 384 + 2 * 12 * 384,
     davpt_kpp=HEADS + 230 * 384, davpt_g4=HEADS + 200 * 384,
-    full=22576598, full_adamw=22576598)
+    full=22576598, full_adamw=22576598,
+    # gated prompts: one gate per layer and head, 12 x 6
+    vpt_gated=HEADS + 230 * 384 + 72, davpt_gated=HEADS + 230 * 384 + 72,
+    davpt_patchmap=HEADS + 230 * 384,
+    davpt_gated_patchmap=HEADS + 230 * 384 + 72)
 
 
 @pytest.fixture(scope='module')

@@ -3,18 +3,16 @@
 import importlib
 import io
 import logging
-import time
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as torch_dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from davpt_seg.models.davpt import ClassPromptMapping, cosine_kmeans
-from helpers.processes import free_port
+from helpers.spawn import spawn_workers
 
 kmeans_module = importlib.import_module('davpt_seg.models.davpt.kmeans')
 mapping_module = importlib.import_module(
@@ -801,51 +799,10 @@ def _dist_worker(rank, world_size, init_method, out_dir):
         torch_dist.destroy_process_group()
 
 
-def _spawn(fn, nprocs, out_dir, timeout=120, attempts=3):
-    """Run ``fn(rank, nprocs, init_method, out_dir)`` in ``nprocs`` processes.
-
-    Retries with a new port if the chosen one was taken in the meantime and
-    kills the workers if they do not finish within ``timeout`` seconds.
-
-    ``fork`` is used where available (the CPU test process has no CUDA
-    context and no extra threads) because ``spawn`` re-imports torch, mmseg
-    and this module in every worker, which takes 5-20 s on a small machine.
-    """
-    if ('fork' in mp.get_all_start_methods()
-            and not torch.cuda.is_initialized()):
-        start_method = 'fork'
-    else:
-        start_method = 'spawn'
-    for attempt in range(attempts):
-        init_method = f'tcp://127.0.0.1:{free_port()}'
-        context = mp.start_processes(
-            fn,
-            args=(nprocs, init_method, str(out_dir)),
-            nprocs=nprocs,
-            join=False,
-            start_method=start_method)
-        deadline = time.monotonic() + timeout
-        try:
-            while not context.join(timeout=1):
-                if time.monotonic() > deadline:
-                    pytest.fail(f'distributed workers timed out ({timeout}s)')
-            return
-        except mp.ProcessRaisedException as exc:
-            if ('address already in use' in str(exc).lower()
-                    and attempt + 1 < attempts):
-                continue
-            raise
-        finally:
-            for process in context.processes:
-                if process.is_alive():
-                    process.kill()
-                    process.join()
-
-
 @pytest.mark.skipif(
     not torch_dist.is_available(), reason='torch.distributed unavailable')
 def test_distributed_ranks_agree_and_match_single_process(tmp_path):
-    _spawn(_dist_worker, DIST_WORLD_SIZE, tmp_path)
+    spawn_workers(_dist_worker, DIST_WORLD_SIZE, tmp_path)
     ranks = [
         torch.load(tmp_path / f'rank{r}.pt') for r in range(DIST_WORLD_SIZE)
     ]
@@ -885,3 +842,17 @@ def test_prompt_classes_and_centroid_similarity():
     sim = m.centroid_similarity()
     torch.testing.assert_close(
         sim, torch.tensor([[1., 0.5**0.5], [0.5**0.5, 1.]]))
+
+
+def test_summary_names_cluster_sizes_and_centroid_cosine():
+    m = ClassPromptMapping(4, 2, 3, seed=0)
+    assert m.summary() == ('cluster sizes [2, 2]; centroid cosine n/a')
+    m.accumulate(torch.tensor([[1., 0, 0], [0.9, 0.1, 0], [0, 0, 1.],
+                               [0, 0.1, 0.9]]), torch.eye(4, dtype=torch.bool))
+    assert m.update()
+    sim = m.centroid_similarity()
+    off = sim[~torch.eye(2, dtype=torch.bool)]
+    assert m.summary() == (
+        f'cluster sizes {m.cluster_sizes()}; centroid cosine mean '
+        f'{off.mean():.3f} max {off.max():.3f}')
+    assert sorted(m.cluster_sizes()) == [2, 2]

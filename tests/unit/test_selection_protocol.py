@@ -1,7 +1,9 @@
 """The accuracy protocol's pieces: the committed selection split, the
 bench configs it produces (split, learning rate, stretched schedule) and
-full fine-tuning with mmseg's ViT recipe (layer-wise learning-rate decay)."""
+full fine-tuning with mmseg's ViT recipe (layer-wise learning-rate decay),
+the learning-rate choice over selection files and the mapping log reader."""
 import copy
+import json
 import os.path as osp
 
 import pytest
@@ -14,7 +16,8 @@ from mmseg.engine.optimizers.layer_decay_optimizer_constructor import \
 from mmseg.registry import MODELS
 
 import davpt_seg  # noqa: F401
-from davpt_seg.bench import (PRESETS, SPLIT_FILES, preset_config,
+from davpt_seg.bench import (PRESETS, SPLIT_FILES, chosen_lrs,
+                             preset_config, read_mapping_log,
                              scaled_schedule)
 from helpers import CONFIG_DIR, ROOT
 
@@ -128,3 +131,57 @@ def test_mmseg_layer_decay_refuses_vision_transformer():
         dict(num_layers=2, decay_rate=0.65))
     with pytest.raises(NotImplementedError):
         constructor(model)
+
+
+def _select_results(path, rows, split='select'):
+    """A results.json of ``rows`` (variant, lr, mean mIoU)."""
+    runs = [dict(variant=f'{v}@lr{lr:g}', base_variant=v, lr=lr)
+            for v, lr, _ in rows]
+    summary = {f'{v}@lr{lr:g}': dict(mIoU_mean=m) for v, lr, m in rows}
+    path.write_text(json.dumps(dict(settings=dict(eval_split=split),
+                                    runs=runs, summary=summary)))
+    return str(path)
+
+
+def test_learning_rates_are_chosen_over_several_selection_files(tmp_path):
+    sgd = _select_results(tmp_path / 'sgd.json', [
+        ('vpt', 0.003, 21.), ('vpt', 0.01, 24.), ('vpt', 0.03, 22.),
+        ('davpt', 0.003, 25.), ('davpt', 0.01, 20.)])
+    adamw = _select_results(tmp_path / 'adamw.json', [
+        ('full_adamw', 3e-5, 30.), ('full_adamw', 1e-4, 31.)])
+    chosen, inherited = chosen_lrs(
+        [sgd, adamw], ['vpt', 'davpt', 'full_adamw', 'vpt_gated',
+                       'davpt_gated_patchmap'])
+    assert chosen == dict(vpt=0.01, davpt=0.003, full_adamw=1e-4,
+                          vpt_gated=0.01, davpt_gated_patchmap=0.003)
+    assert inherited == dict(vpt_gated='vpt', davpt_gated_patchmap='davpt')
+    # a lever with rows of its own uses them
+    own = _select_results(tmp_path / 'own.json', [('vpt_gated', 0.1, 40.)])
+    assert chosen_lrs([sgd, own], ['vpt_gated']) == ({'vpt_gated': 0.1}, {})
+    with pytest.raises(ValueError, match='no learning-rate rows of heads'):
+        chosen_lrs([sgd], ['heads'])
+    val = _select_results(tmp_path / 'val.json', [('vpt', 0.01, 1.)], 'val')
+    with pytest.raises(ValueError, match="chosen on 'select' only"):
+        chosen_lrs([sgd, val], ['vpt'])
+
+
+def test_mapping_updates_are_read_from_the_run_logs(tmp_path):
+    first, second = tmp_path / '20261204_1', tmp_path / '20261204_2'
+    first.mkdir()
+    second.mkdir()
+    (first / '20261204_1.log').write_text(
+        'x - INFO - DA-VPT initial mapping from 46 batches (367 images on '
+        'rank 0) in 9.01 s: set; cluster sizes [1, 2, 0]; centroid cosine '
+        'mean 0.412 max 0.903\n'
+        'x - INFO - DA-VPT mapping kept (update rejected) at iter 46 in '
+        '0.002 s; cluster sizes [1, 2, 0]; centroid cosine n/a\n')
+    (second / '20261204_2.log').write_text(  # resumed; an older format
+        'x - INFO - DA-VPT mapping updated at iter 92 in 0.001 s; cluster '
+        'sizes [3, 0, 0]\n')
+    assert read_mapping_log(str(tmp_path)) == [
+        dict(iter=0, accepted=True, sizes=[1, 2, 0], cos_mean=0.412,
+             cos_max=0.903),
+        dict(iter=46, accepted=False, sizes=[1, 2, 0], cos_mean=None,
+             cos_max=None),
+        dict(iter=92, accepted=True, sizes=[3, 0, 0], cos_mean=None,
+             cos_max=None)]

@@ -50,7 +50,7 @@ from mmseg.registry import HOOKS
 from davpt_seg.models.backbones import PromptedVisionTransformer
 from davpt_seg.models.davpt import (DAVPTObjective, check_objective_args,
                                     has_label_values, objective_state,
-                                    present_classes)
+                                    present_classes, stack_label_maps)
 from davpt_seg.models.davpt.saved_state import CHECKPOINT_KEY
 from ..initial_mapping import build_initial_mapping
 from .checkpoint_check_hook import head_mismatch_allowed, unwrap_model
@@ -74,6 +74,8 @@ class DAVPTHook(Hook):
         mapping (dict, optional): arguments of :class:`ClassPromptMapping`
             (``kmeans_norm``, ``max_iter``, ``tol``, ``unseen``, ``seed``,
             ``init``, ``n_init``). Default: None (its defaults).
+        mapping_feature, min_class_patches: the mapping's per-class feature,
+            see :class:`DAVPTObjective` (defaults 'cls', 4).
         background_ids (Sequence[int]): classes never drawn as targets nor
             used for class statistics. ``()`` for ADE20K, ``(0, )`` for the
             60-class PASCAL Context. Default: ().
@@ -102,6 +104,8 @@ class DAVPTHook(Hook):
                  metric_loss: Optional[dict] = None,
                  target_rule: str = 'random',
                  mapping: Optional[dict] = None,
+                 mapping_feature: str = 'cls',
+                 min_class_patches: int = 4,
                  background_ids: Sequence[int] = (),
                  ignore_index: Optional[int] = None,
                  mapping_interval: Optional[int] = None,
@@ -109,7 +113,8 @@ class DAVPTHook(Hook):
                  init_dataloader: Optional[dict] = None,
                  seed: Optional[int] = None):
         check_objective_args(token_loss_weight, cls_loss_weight,
-                             token_feature, target_rule)
+                             token_feature, target_rule, mapping_feature,
+                             min_class_patches)
         if mapping_interval is not None and mapping_interval < 0:
             raise ValueError('mapping_interval must be >= 0 or None')
         if init_max_batches is not None and init_max_batches < 1:
@@ -118,7 +123,8 @@ class DAVPTHook(Hook):
             token_loss_weight=token_loss_weight,
             cls_loss_weight=cls_loss_weight, token_feature=token_feature,
             metric_loss=metric_loss, target_rule=target_rule,
-            mapping=mapping)
+            mapping=mapping, mapping_feature=mapping_feature,
+            min_class_patches=min_class_patches)
         self.background_ids = tuple(int(i) for i in background_ids)
         self.ignore_index = ignore_index
         self.mapping_interval = mapping_interval
@@ -132,6 +138,7 @@ class DAVPTHook(Hook):
         self._handles = []  # the segmentor's forward (pre-)hooks
         self._signature = None  # of the segmentor's forward
         self._present = None  # [B, num_classes] of the forward under way
+        self._labels = None  # [B, H, W] of it ('class_patches' only)
         self._scan_logged = False
         self._iter = 0
 
@@ -235,8 +242,8 @@ class DAVPTHook(Hook):
                 f'(update {int(mapping.num_updates)}); cluster sizes '
                 f'{mapping.cluster_sizes()}')
         else:
-            build_initial_mapping(runner, segmentor, mapping, self.present,
-                                  seed, self.init_max_batches,
+            build_initial_mapping(runner, segmentor, self.objective,
+                                  self.present, seed, self.init_max_batches,
                                   self.init_dataloader)
         self.attach(segmentor)
 
@@ -256,8 +263,7 @@ class DAVPTHook(Hook):
         state = 'updated' if changed else 'kept (update rejected)'
         runner.logger.info(
             f'DA-VPT mapping {state} at iter {runner.iter + 1} in '
-            f'{time.perf_counter() - start:.3f} s; cluster sizes '
-            f'{mapping.cluster_sizes()}')
+            f'{time.perf_counter() - start:.3f} s; {mapping.summary()}')
 
     def after_train(self, runner) -> None:
         self.detach()
@@ -286,7 +292,7 @@ class DAVPTHook(Hook):
         for handle in self._handles:
             handle.remove()
         self._handles = []
-        self._present = None
+        self._present = self._labels = None
 
     def target_generator(self, iteration: int) -> torch.Generator:
         """CPU generator of the target draws of ``iteration`` on this rank
@@ -301,20 +307,24 @@ class DAVPTHook(Hook):
         ``mode='loss'`` training forward's batch (None for other calls)."""
         call = self._signature.bind(*args, **kwargs)
         call.apply_defaults()
-        self._present = None
+        self._present = self._labels = None
         if call.arguments.get('mode') == 'loss' and module.training:
-            self._present = self.present(call.arguments['data_samples'])
+            samples = call.arguments['data_samples']
+            self._present = self.present(samples)
+            if self.objective.mapping_feature == 'class_patches':
+                self._labels = stack_label_maps(samples, self.ignore_index)
         return None
 
     def _add_metric_losses(self, module, args, output):
         """Forward hook on the segmentor: extend the ``mode='loss'`` dict
         with the metric losses of this forward's batch."""
         present, self._present = self._present, None
+        labels, self._labels = self._labels, None
         guided = self._capture.pop()
         if present is None or guided is None:
             return None
         losses = self.objective(guided, present,
-                                self.target_generator(self._iter))
+                                self.target_generator(self._iter), labels)
         return {**output, **losses}
 
 

@@ -36,7 +36,8 @@ def parameter_report(model: nn.Module) -> Dict[str, int]:
 
 def format_parameter_report(counts: Dict[str, int]) -> str:
     pct = 100. * counts['trainable'] / max(counts['total'], 1)
-    parts = ', '.join(f'{k} {v / 1e6:.3f}M' for k, v in counts.items()
+    parts = ', '.join(f'{k} {v / 1e6:.3f}M' if v >= 1000 else f'{k} {v}'
+                      for k, v in counts.items()
                       if k not in ('total', 'trainable') and v)
     return (f'Parameters: total {counts["total"] / 1e6:.3f}M, trainable '
             f'{counts["trainable"] / 1e6:.3f}M ({pct:.2f}%): {parts}')

@@ -38,9 +38,14 @@ class GuidedOutput(NamedTuple):
         layers (dict[int, GuidedFeatures]): per guided layer (0-based).
         final_cls (Tensor): [B, C] the last layer's [CLS] (after the final
             norm if ``final_norm``), the feature of the class statistics.
+        patch_tokens (Tensor, optional): [B, h, w, C] output image tokens
+            of the last guided layer (after the final norm if that is the
+            last layer and ``final_norm``), detached; the feature of the
+            ``'class_patches'`` statistics.
     """
     layers: Dict[int, GuidedFeatures]
     final_cls: torch.Tensor
+    patch_tokens: Optional[torch.Tensor] = None
 
 
 class GuidedCapture:

@@ -342,7 +342,7 @@ class PromptedVisionTransformer(CaptureMixin, VisionTransformer):
         """
         x, hw_shape, lead = self.embed_tokens(inputs, self.with_cls_token)
         collect = self.training and self._guided_capture is not None
-        guided, outs = {}, []
+        guided, outs, patches = {}, [], None
         if self.out_origin:
             outs.append(self._to_map(x, hw_shape, lead))
         for i in range(len(self.layers)):
@@ -351,11 +351,29 @@ class PromptedVisionTransformer(CaptureMixin, VisionTransformer):
             x, feats = self._run_layer(i, x, lead, True, collect)
             if feats is not None:
                 guided[i] = feats
+                patches = self._patch_grid(x.detach(), hw_shape, lead)
             if i in self.out_indices:
                 outs.append(self._to_map(x, hw_shape, lead))
         if collect:
-            self._guided_capture.record(GuidedOutput(guided, x[:, 0]))
+            self._guided_capture.record(
+                GuidedOutput(guided, x[:, 0], patches))
         return tuple(outs)
+
+    @staticmethod
+    def _patch_grid(x: torch.Tensor, hw_shape, lead: int) -> torch.Tensor:
+        """[B, h, w, C] image tokens of [B, lead + h * w, C] tokens."""
+        return x[:, lead:].reshape(x.shape[0], *hw_shape, x.shape[-1])
+
+    @torch.no_grad()
+    def forward_frozen_patches(self, inputs: torch.Tensor,
+                               layer: int) -> torch.Tensor:
+        """[B, h, w, C] output image tokens of ``layer`` of the prompt-free
+        frozen ViT (the features of an initial ``'class_patches'``
+        mapping)."""
+        x, hw_shape, lead = self.embed_tokens(inputs, self.with_cls_token)
+        for i in range(layer + 1):
+            x, _ = self._run_layer(i, x, lead, False, False)
+        return self._patch_grid(x, hw_shape, lead)
 
     @torch.no_grad()
     def forward_cls(self, inputs: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,8 @@ class ClassPromptMapping(nn.Module):
     """Distribution-aware mapping from semantic classes to guided prompts.
 
     Every class is mapped to one of ``num_proxy_prompts`` proxy prompts by
-    clustering the per-class mean of the final [CLS] feature with cosine
+    clustering the per-class mean of a feature (the final [CLS] of the
+    images containing the class, or its pooled patch tokens) with cosine
     k-means (:func:`cosine_kmeans`); the cluster id is the prompt id.
 
     The module has no parameters. All of its state lives in persistent
@@ -147,19 +148,25 @@ class ClassPromptMapping(nn.Module):
         """Add a batch of image features to the per-class statistics.
 
         Each image's feature is added to the sum of **every** class present
-        in it, and the count of each of those classes grows by one. In a
+        in it (or, with per-class features, each present class's own
+        feature), and the count of each of those classes grows by one. In a
         distributed run the batch contribution is summed over all ranks first,
         so every rank must call this method (it is a collective).
 
         Args:
             feats (Tensor): Image features (the final [CLS] token), shape
-                (B, embed_dims). Detached internally.
+                (B, embed_dims), or per-image class features (the pooled
+                patch tokens), shape (B, num_classes, embed_dims). Detached
+                internally.
             present (Tensor): Boolean mask of the classes present in each
                 image, shape (B, num_classes).
         """
-        if feats.dim() != 2 or feats.size(1) != self.embed_dims:
+        shapes = ((feats.size(0), self.embed_dims),
+                  (feats.size(0), self.num_classes, self.embed_dims))
+        if tuple(feats.shape) not in shapes:
             raise ValueError(
-                f'`feats` must have shape (B, {self.embed_dims}), got '
+                f'`feats` must have shape (B, {self.embed_dims}) or (B, '
+                f'{self.num_classes}, {self.embed_dims}), got '
                 f'{tuple(feats.shape)}.')
         if present.dtype != torch.bool:
             raise ValueError(
@@ -172,15 +179,20 @@ class ClassPromptMapping(nn.Module):
         device = self.feat_sum.device
         feats = feats.detach().to(device=device, dtype=torch.float32)
         present = present.to(device=device, dtype=torch.float32)
+        per_class = feats.dim() == 3
         if dist.get_world_size() == 1:  # no temporaries, no collective
-            self.feat_sum.addmm_(present.t(), feats)
+            if per_class:
+                self.feat_sum += torch.einsum('bk,bkc->kc', present, feats)
+            else:
+                self.feat_sum.addmm_(present.t(), feats)
             self.feat_count += present.sum(dim=0)
             return
         # (num_classes, C + 1): per-class feature sums and counts, packed so
         # that a single all-reduce synchronises both.
+        sums = torch.einsum('bk,bkc->kc', present, feats) if per_class \
+            else present.t() @ feats
         contribution = torch.cat(
-            [present.t() @ feats,
-             present.sum(dim=0, keepdim=True).t()], dim=1)
+            [sums, present.sum(dim=0, keepdim=True).t()], dim=1)
         dist.all_reduce(contribution, op='sum')
         self.feat_sum += contribution[:, :-1]
         self.feat_count += contribution[:, -1]
@@ -376,6 +388,17 @@ class ClassPromptMapping(nn.Module):
         c = torch.nn.functional.normalize(
             self.centroids.detach().float().cpu(), dim=1)
         return c @ c.t()
+
+    def summary(self) -> str:
+        """One log line: cluster sizes and the mean / max cosine between
+        distinct centroids, e.g. ``cluster sizes [2, 1, 1]; centroid cosine
+        mean 0.412 max 0.903`` (``n/a`` without centroids)."""
+        sim = self.centroid_similarity()
+        cos = 'n/a'
+        if sim is not None and self.num_proxy_prompts > 1:
+            off = sim[~torch.eye(len(sim), dtype=torch.bool)]
+            cos = f'mean {off.mean():.3f} max {off.max():.3f}'
+        return f'cluster sizes {self.cluster_sizes()}; centroid cosine {cos}'
 
     def extra_repr(self) -> str:
         return (f'num_classes={self.num_classes}, '

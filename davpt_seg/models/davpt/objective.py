@@ -9,10 +9,12 @@ training step (``docs/method.md`` §3-§5)::
     losses = objective(guided, present, generator)
     # guided: GuidedOutput of the backbone's capture_guided()
     # present: [B, num_classes] bool, from present_classes(data_samples, ...)
+    # ('class_patches' also takes labels=[B, H, W] ground truth)
     # -> {'loss_davpt_token': Tensor[], 'loss_davpt_cls': Tensor[]}
 
 It adds every image's final [CLS] to the statistics of the classes it
-contains (a collective in distributed runs), picks one target prompt per
+contains (or, with ``mapping_feature='class_patches'``, each class's
+pooled patch tokens; a collective in distributed runs), picks one target prompt per
 image (``target_rule``) and returns the weighted token->prompt and
 [CLS]->prompt metric losses, averaged over the guided layers.
 """
@@ -26,11 +28,13 @@ from mmseg.registry import MODELS
 from davpt_seg.models.backbones.guided_capture import (GuidedFeatures,
                                                        GuidedOutput)
 from davpt_seg.utils.device import to_device_async
+from .class_pooling import class_pooled_features, labels_on_grid
 from .mapping import ClassPromptMapping
 from .targets import draw_target_classes, mode_target_prompts
 
 TOKEN_FEATURES = ('output', 'patch_mean', 'query_mean')
 TARGET_RULES = ('random', 'mode')
+MAPPING_FEATURES = ('cls', 'class_patches')
 #: The paper's metric loss (``metric_loss=None``); its labels (the target
 #: prompts) are valid by construction, so their check, a host sync per
 #: call on a GPU, is off.
@@ -40,9 +44,17 @@ DEFAULT_METRIC_LOSS = dict(
 
 
 def check_objective_args(token_loss_weight: float, cls_loss_weight: float,
-                         token_feature: str, target_rule: str) -> None:
+                         token_feature: str, target_rule: str,
+                         mapping_feature: str = 'cls',
+                         min_class_patches: int = 1) -> None:
     """Raise ``ValueError`` on a bad :class:`DAVPTObjective` setting (also
     called by ``DAVPTHook.__init__``, so config errors surface at build)."""
+    if mapping_feature not in MAPPING_FEATURES:
+        raise ValueError(f'mapping_feature must be one of '
+                         f'{MAPPING_FEATURES}, got {mapping_feature!r}')
+    if not (isinstance(min_class_patches, int) and min_class_patches >= 1):
+        raise ValueError('min_class_patches must be an int >= 1, got '
+                         f'{min_class_patches!r}')
     if token_feature not in TOKEN_FEATURES:
         raise ValueError(f'token_feature must be one of {TOKEN_FEATURES},'
                          f' got {token_feature!r}')
@@ -81,6 +93,13 @@ class DAVPTObjective(nn.Module):
         mapping (dict, optional): further arguments of
             :class:`ClassPromptMapping` (``kmeans_norm``, ``max_iter``,
             ``tol``, ``unseen``, ``seed``, ``init``, ``n_init``).
+        mapping_feature (str): per-class feature the mapping clusters:
+            ``'cls'`` (final [CLS] of the images containing the class, the
+            paper) or ``'class_patches'`` (the last guided layer's patch
+            tokens pooled under the class's mask, ``docs/class_mapping.md``).
+            Default: 'cls'.
+        min_class_patches (int): with ``'class_patches'``, fewest patches of
+            a class in a crop for it to count. Default: 4.
     """
 
     def __init__(self,
@@ -92,10 +111,15 @@ class DAVPTObjective(nn.Module):
                  token_feature: str = 'output',
                  metric_loss: Optional[dict] = None,
                  target_rule: str = 'random',
-                 mapping: Optional[dict] = None):
+                 mapping: Optional[dict] = None,
+                 mapping_feature: str = 'cls',
+                 min_class_patches: int = 4):
         super().__init__()
         check_objective_args(token_loss_weight, cls_loss_weight,
-                             token_feature, target_rule)
+                             token_feature, target_rule, mapping_feature,
+                             min_class_patches)
+        self.mapping_feature = mapping_feature
+        self.min_class_patches = min_class_patches
         self.token_loss_weight = float(token_loss_weight)
         self.cls_loss_weight = float(cls_loss_weight)
         self.token_feature = token_feature
@@ -147,8 +171,30 @@ class DAVPTObjective(nn.Module):
                                                  f.proxies)
         return token_total / len(layers), cls_total / len(layers)
 
+    def accumulate(self, present: torch.Tensor,
+                   final_cls: Optional[torch.Tensor] = None,
+                   patch_tokens: Optional[torch.Tensor] = None,
+                   labels: Optional[torch.Tensor] = None) -> None:
+        """Add one batch to the mapping's statistics (a collective), by
+        ``mapping_feature``: ``final_cls`` [B, C] (``'cls'``), or
+        ``patch_tokens`` [B, h, w, C] pooled under ``labels`` [B, H, W]
+        (``'class_patches'``; only classes in ``present`` [B, K] count)."""
+        if self.mapping_feature == 'cls':
+            self.mapping.accumulate(final_cls.detach().float(), present)
+            return
+        if patch_tokens is None or labels is None:
+            raise ValueError("mapping_feature='class_patches' needs the "
+                             'patch tokens and the label maps')
+        grid = labels_on_grid(labels.to(patch_tokens.device),
+                              patch_tokens.shape[1:3])
+        feats, valid = class_pooled_features(
+            patch_tokens.detach(), grid, self.num_classes,
+            min_patches=self.min_class_patches)
+        self.mapping.accumulate(feats, valid & present)
+
     def forward(self, guided: GuidedOutput, present: torch.Tensor,
-                generator: Optional[torch.Generator] = None
+                generator: Optional[torch.Generator] = None,
+                labels: Optional[torch.Tensor] = None
                 ) -> Dict[str, torch.Tensor]:
         """Accumulate the class statistics and return the weighted losses.
 
@@ -158,11 +204,14 @@ class DAVPTObjective(nn.Module):
                 (ignore index and background excluded).
             generator (torch.Generator, optional): CPU generator of the
                 target draw.
+            labels (Tensor, optional): [B, H, W] ground truth (needed by
+                ``mapping_feature='class_patches'``).
         Returns:
             dict: ``loss_davpt_token`` and ``loss_davpt_cls``, scalars.
         """
         present = to_device_async(present, guided.final_cls.device)
-        self.mapping.accumulate(guided.final_cls.detach().float(), present)
+        self.accumulate(present, guided.final_cls, guided.patch_tokens,
+                        labels)
         prompt_ids = self.target_prompts(present, generator)
         token, cls = self.metric_losses(guided.layers, prompt_ids)
         return dict(loss_davpt_token=self.token_loss_weight * token,
