@@ -14,7 +14,7 @@ from davpt_seg.models.backbones import PromptedVisionTransformer
 
 #: Backbone arguments that turn a prompted config into its frozen ViT.
 NO_PROMPTS = dict(num_prompts=0, num_proxy_prompts=0, guided_layers=[],
-                  tune_kv_bias=False)
+                  tune_kv_bias=False, gated_prompts=False)
 
 
 def frozen_reference(cfg, device: str = 'cpu') -> torch.nn.Module:
@@ -32,7 +32,9 @@ def prompt_attention_share(backbone: PromptedVisionTransformer,
                            inputs: torch.Tensor) -> List[float]:
     """Per layer: the attention probability mass that image-patch queries
     put on the layer's prompt keys, averaged over images, heads and
-    patches (0 for a layer without prompts).
+    patches (0 for a layer without prompts; with ``gated_prompts`` the
+    weight of the prompts' own softmax, ``tanh(gate)`` averaged over the
+    heads, which may be negative).
 
     Args:
         inputs (Tensor): [B, 3, H, W] normalised images.

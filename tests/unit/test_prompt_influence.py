@@ -49,3 +49,19 @@ def test_the_frozen_backbone_is_its_own_reference(tmp_path):
     moved = influence(prompted, reference, x)
     assert set(moved['output_cosine']) == {1, 3}
     assert all(c < 1 - 1e-5 for c in moved['output_cosine'].values())
+
+
+def test_gated_prompts_at_step_0_leave_the_backbone_unmoved(tmp_path):
+    save_vit(tmp_path / 'vit.pth', **TINY_VIT)
+    cfg = _cfg(tmp_path / 'vit.pth', num_prompts=3, gated_prompts=True)
+    torch.manual_seed(0)
+    gated = MODELS.build(cfg.model.backbone)
+    gated.init_weights()
+    x = torch.randn(2, 3, 64, 64)
+    step0 = influence(gated, frozen_reference(cfg), x)
+    assert step0['attention_to_prompts'] == [0.] * 4  # tanh(0)
+    assert all(abs(c - 1) < 1e-6 for c in step0['output_cosine'].values())
+    with torch.no_grad():
+        gated.prompt_gate.fill_(0.5)
+    shares = prompt_attention_share(gated, x)
+    assert all(abs(s - torch.tanh(torch.tensor(0.5))) < 1e-6 for s in shares)
