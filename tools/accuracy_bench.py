@@ -50,6 +50,7 @@ from davpt_seg.bench import (EVAL_SPLITS, PRESETS, VARIANTS,  # noqa: E402
                              chosen_lrs, preset_config,
                              format_markdown, latest_valid_checkpoint,
                              median_step_time, read_mapping_log,
+                             read_prompt_gate,
                              plot_results, read_test_metrics,
                              read_train_log, summarise)
 
@@ -221,6 +222,7 @@ def one_run(args, row: tuple, seed: int, config: str, iters: int) -> dict:
         step_time=median_step_time(entries),
         loss_curve={str(e['step']): e['loss'] for e in entries},
         mapping_updates=read_mapping_log(run_dir),
+        prompt_gate=read_prompt_gate(ckpt),
         wall_time_s=round(time.time() - start, 1))
     with open(result_file + '.tmp', 'w', encoding='utf-8') as f:
         json.dump(record, f, indent=1)

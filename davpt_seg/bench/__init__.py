@@ -6,10 +6,11 @@ from .presets import (EVAL_SPLITS, EXTRA_VARIANTS, PRESETS, SPLIT_FILES,
 from .selection import chosen_lrs
 from .results import (format_markdown, latest_valid_checkpoint,
                       median_step_time, plot_results, read_mapping_log,
-                      read_test_metrics, read_train_log, summarise)
+                      read_prompt_gate, read_test_metrics, read_train_log,
+                      summarise)
 
 __all__ = ['EVAL_SPLITS', 'SPLIT_FILES', 'scaled_schedule', 'EXTRA_VARIANTS',
            'PRESETS', 'VARIANTS', 'Preset', 'preset_config',
            'format_markdown', 'latest_valid_checkpoint', 'median_step_time',
            'plot_results', 'read_test_metrics', 'read_train_log', 'summarise',
-           'chosen_lrs', 'read_mapping_log']
+           'chosen_lrs', 'read_mapping_log', 'read_prompt_gate']

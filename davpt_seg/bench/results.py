@@ -73,6 +73,17 @@ def read_mapping_log(run_dir: str) -> List[dict]:
     return [by_iter[k] for k in sorted(by_iter)]
 
 
+def read_prompt_gate(checkpoint: str) -> Optional[List[float]]:
+    """Per layer, ``tanh`` of the learned prompt gate averaged over the
+    heads, from an mmengine checkpoint; None without gated prompts."""
+    from davpt_seg.weights import load_training_checkpoint
+    state = load_training_checkpoint(checkpoint)['state_dict']
+    gate = state.get('backbone.prompt_gate')
+    if gate is None:
+        return None
+    return [round(float(v), 4) for v in gate.float().tanh().mean(1)]
+
+
 def median_step_time(entries: List[dict]) -> Optional[float]:
     """Median ``time`` (seconds per iteration, averaged by mmengine over
     each log interval) without the first interval (warm-up)."""
@@ -172,7 +183,48 @@ def format_markdown(results: dict) -> str:
             cells = [f"{s['class_iou_mean'][c]:.1f}"
                      if c in s['class_iou_mean'] else '-' for c in classes]
             lines.append(f'| {variant} | ' + ' | '.join(cells) + ' |')
-    return '\n'.join(lines) + '\n'
+    return '\n'.join(lines + _mapping_lines(results['runs']) +
+                     _gate_lines(results['runs'])) + '\n'
+
+
+def _mapping_lines(runs: List[dict]) -> List[str]:
+    """Per DA-VPT run, the mapping at the initial pass and each update."""
+    runs = [r for r in runs if r.get('mapping_updates')]
+    if not runs:
+        return []
+    lines = ['', 'Class->prompt mapping per update (classes per prompt; '
+             'cosine between distinct k-means centroids, mean / max; '
+             '*kept*: the update was rejected and the mapping kept):', '',
+             '| variant | seed | iter | cluster sizes | centroid cosine |',
+             '|---|---|---|---|---|']
+    for r in runs:
+        for u in r['mapping_updates']:
+            cos = '-' if u['cos_mean'] is None else \
+                f"{u['cos_mean']:.3f} / {u['cos_max']:.3f}"
+            kept = '' if u['accepted'] else ' *kept*'
+            lines.append(f"| {r['variant']} | {r['seed']} | {u['iter']}"
+                         f"{kept} | {u['sizes']} | {cos} |")
+    return lines
+
+
+def _gate_lines(runs: List[dict]) -> List[str]:
+    """Per gated variant, the learned tanh(gate) per layer (seed mean)."""
+    gated = {}
+    for r in runs:
+        if r.get('prompt_gate'):
+            gated.setdefault(r['variant'], []).append(r['prompt_gate'])
+    if not gated:
+        return []
+    depth = max(len(g[0]) for g in gated.values())
+    lines = ['', 'Learned prompt gates: tanh(gate) per layer, mean over '
+             'heads and seeds (0 at step 0):', '',
+             '| variant | ' + ' | '.join(f'L{i}' for i in range(depth)) +
+             ' |', '|---|' + '---|' * depth]
+    for variant, gates in gated.items():
+        cells = [f'{statistics.fmean(g[i] for g in gates):.3f}'
+                 for i in range(depth)]
+        lines.append(f'| {variant} | ' + ' | '.join(cells) + ' |')
+    return lines
 
 
 def plot_results(results: dict, path: str) -> None:
@@ -195,7 +247,7 @@ def plot_results(results: dict, path: str) -> None:
                     label='one seed' if i == 0 else None)
     low = min(r['mIoU'] for r in runs)
     ax1.set_ylim(max(0., low - 5.), None)
-    ax1.set_xticks(range(len(names)), names)
+    ax1.set_xticks(range(len(names)), names, rotation=30, ha='right')
     ax1.set_ylabel(f"mIoU on {results['settings']['eval_split']} (%)")
     ax1.set_title('CamVid, DINOv2-S/14: mIoU per variant')
     ax1.legend(loc='lower right')
