@@ -47,7 +47,7 @@ if ROOT not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, ROOT)
 
 from davpt_seg.bench import (EVAL_SPLITS, PRESETS, VARIANTS,  # noqa: E402
-                             chosen_lrs, preset_config,
+                             chosen_lrs, preset_config, selection_scores,
                              format_markdown, latest_valid_checkpoint,
                              median_step_time, read_mapping_log,
                              read_prompt_gate,
@@ -241,12 +241,14 @@ def main(argv=None) -> int:
     weights = prepare_weights(args)
     resources = job_resources(args, preset)
     args.threads = resources['threads_per_job']
-    chosen, inherited = {}, {}
+    chosen, inherited, grid = {}, {}, None
     if args.lr_from:
         try:
             chosen, inherited = chosen_lrs(args.lr_from, args.variants)
         except ValueError as err:
             sys.exit(f'error: --lr-from {err}')
+        grid = {v: {f'{lr:g}': m for lr, m in sorted(scores.items())}
+                for v, scores in selection_scores(args.lr_from).items()}
     rows = []  # (name, variant, base lr)
     for variant in args.variants:
         if args.lrs:
@@ -287,6 +289,7 @@ def main(argv=None) -> int:
             weights=args.weights, variants=args.variants, seeds=args.seeds,
             lr_grid=args.lrs, lr_chosen=chosen or None,
             lr_chosen_from=args.lr_from, lr_inherited=inherited or None,
+            lr_grid_scores=grid,
             **resources,
             command=' '.join([osp.relpath(__file__, ROOT)] +
                              (argv if argv is not None else sys.argv[1:]))),

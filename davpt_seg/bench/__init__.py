@@ -3,7 +3,7 @@
 :mod:`davpt_seg.bench.cost`."""
 from .presets import (EVAL_SPLITS, EXTRA_VARIANTS, PRESETS, SPLIT_FILES,
                       VARIANTS, Preset, preset_config, scaled_schedule)
-from .selection import chosen_lrs
+from .selection import chosen_lrs, selection_scores
 from .results import (format_markdown, latest_valid_checkpoint,
                       median_step_time, plot_results, read_mapping_log,
                       read_prompt_gate, read_test_metrics, read_train_log,
@@ -13,4 +13,5 @@ __all__ = ['EVAL_SPLITS', 'SPLIT_FILES', 'scaled_schedule', 'EXTRA_VARIANTS',
            'PRESETS', 'VARIANTS', 'Preset', 'preset_config',
            'format_markdown', 'latest_valid_checkpoint', 'median_step_time',
            'plot_results', 'read_test_metrics', 'read_train_log', 'summarise',
-           'chosen_lrs', 'read_mapping_log', 'read_prompt_gate']
+           'chosen_lrs', 'read_mapping_log', 'read_prompt_gate',
+           'selection_scores']

@@ -159,6 +159,8 @@ def format_markdown(results: dict) -> str:
                                  if v in inherited else '')
                 for v, lr in settings['lr_chosen'].items()) +
             f". `{settings['eval_split']}` chose nothing.", '']
+        lines += _grid_lines(settings.get('lr_grid_scores'),
+                             settings['lr_chosen'], inherited)
     lines += [
         '| variant | trainable | mIoU (mean ± std, n) | seeds | aAcc | '
         'step (s) |', '|---|---|---|---|---|---|']
@@ -185,6 +187,31 @@ def format_markdown(results: dict) -> str:
             lines.append(f'| {variant} | ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines + _mapping_lines(results['runs']) +
                      _gate_lines(results['runs'])) + '\n'
+
+
+def _grid_lines(grid: Optional[dict], chosen: dict,
+                inherited: dict) -> List[str]:
+    """The selection grid: mIoU on ``select`` (one row per variant, one
+    column per base learning rate), the chosen rate in bold."""
+    if not grid:
+        return []
+    lrs = sorted({float(lr) for row in grid.values() for lr in row})
+    lines = ['mIoU on `select` per base learning rate (the chosen one in '
+             'bold):', '', '| variant | ' +
+             ' | '.join(f'{lr:g}' for lr in lrs) + ' |',
+             '|---|' + '---|' * len(lrs)]
+    for variant, row in grid.items():
+        if variant not in chosen:
+            continue
+        cells = []
+        for lr in lrs:
+            m = row.get(f'{lr:g}')
+            text = '-' if m is None else f'{m:.2f}'
+            bold = variant not in inherited and m is not None and \
+                float(lr) == chosen[variant]
+            cells.append(f'**{text}**' if bold else text)
+        lines.append(f'| {variant} | ' + ' | '.join(cells) + ' |')
+    return lines + ['']
 
 
 def _mapping_lines(runs: List[dict]) -> List[str]:

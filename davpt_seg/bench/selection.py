@@ -8,19 +8,14 @@ from typing import Dict, Sequence, Tuple
 from .presets import LR_BASE
 
 
-def chosen_lrs(paths: Sequence[str], variants: Sequence[str]
-               ) -> Tuple[Dict[str, float], Dict[str, str]]:
-    """Per variant, the base learning rate of its best row (highest mean
-    mIoU) over the ``results.json`` files ``paths``; a lever variant without
-    rows of its own takes its base variant's (:data:`LR_BASE`).
+def selection_scores(paths: Sequence[str]) -> Dict[str, Dict[float, float]]:
+    """variant -> {base learning rate: mean mIoU on ``select``} over the
+    ``results.json`` files ``paths`` of ``--eval-split select`` runs.
 
-    Returns:
-        (dict variant -> lr, dict variant -> variant whose lr it took).
     Raises:
-        ValueError: a file was not evaluated on ``select``, or a variant
-            has no learning-rate rows.
+        ValueError: a file was not evaluated on ``select``.
     """
-    scores = {}  # variant -> {lr: mean mIoU}
+    scores = {}
     for path in paths:
         with open(path, encoding='utf-8') as f:
             results = json.load(f)
@@ -34,6 +29,22 @@ def chosen_lrs(paths: Sequence[str], variants: Sequence[str]
             base = run.get('base_variant', run['variant'])
             scores.setdefault(base, {})[run['lr']] = \
                 results['summary'][run['variant']]['mIoU_mean']
+    return scores
+
+
+def chosen_lrs(paths: Sequence[str], variants: Sequence[str]
+               ) -> Tuple[Dict[str, float], Dict[str, str]]:
+    """Per variant, the base learning rate of its best row (highest mean
+    mIoU) over the ``results.json`` files ``paths``; a lever variant without
+    rows of its own takes its base variant's (:data:`LR_BASE`).
+
+    Returns:
+        (dict variant -> lr, dict variant -> variant whose lr it took).
+    Raises:
+        ValueError: a file was not evaluated on ``select``, or a variant
+            has no learning-rate rows.
+    """
+    scores = selection_scores(paths)
     chosen, inherited = {}, {}
     for variant in variants:
         source = variant

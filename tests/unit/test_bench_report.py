@@ -40,3 +40,20 @@ def test_report_shows_mapping_updates_and_gates():
     assert '| davpt_gated | 0 | 46 *kept* | [1, 2] | - |' in md
     assert '| variant | L0 | L1 |' in md
     assert '| davpt_gated | 0.200 | 0.400 |' in md
+
+
+def test_report_shows_the_selection_grid_and_the_choice():
+    summary = dict(mIoU_mean=20., mIoU_std=0.5, n=1, aAcc_mean=60.,
+                   trainable_params=1, total_params=10, class_iou_mean={},
+                   step_time_median=None)
+    md = format_markdown(dict(
+        summary=dict(vpt=summary), runs=[_run('vpt', 0, 20.)],
+        settings=dict(preset='cpu', eval_split='val', iters=100,
+                      batch_size=8, crop=[140, 140], scale=[224, 168],
+                      lr_chosen=dict(vpt=0.01), lr_chosen_from=['a.json'],
+                      lr_grid_scores=dict(vpt={'0.003': 18.5, '0.01': 19.},
+                                          heads={'0.03': 30.}))))
+    assert '| variant | 0.003 | 0.01 | 0.03 |' in md
+    assert '| vpt | 18.50 | **19.00** | - |' in md
+    assert '| heads |' not in md  # not a row of this report
+    assert 'chosen on the selection split (`a.json`): vpt 0.01' in md
