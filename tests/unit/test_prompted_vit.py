@@ -141,12 +141,17 @@ def test_kv_bias_delta_equals_shifted_pretrained_bias():
         torch.testing.assert_close(ours(x)[0], plain(x)[0])
 
 
-def test_with_cp_same_outputs_and_gradients():
-    kw = dict(num_prompts=3, num_proxy_prompts=2, guided_layers=[2])
+@pytest.mark.parametrize('gated', [False, True])
+def test_with_cp_same_outputs_and_gradients(gated):
+    kw = dict(num_prompts=3, num_proxy_prompts=2, guided_layers=[2],
+              gated_prompts=gated)
     torch.manual_seed(0)
     a = PromptedVisionTransformer(**TINY_VIT, **kw, out_indices=(1, 3))
     b = PromptedVisionTransformer(**TINY_VIT, **kw, out_indices=(1, 3),
                                   with_cp=True)
+    if gated:  # a non-zero gate: the prompts' path is open
+        with torch.no_grad():
+            a.prompt_gate.normal_(0, 0.5)
     b.load_state_dict(a.state_dict())
     x = torch.randn(2, 3, 64, 64)
     grads = []
@@ -155,7 +160,8 @@ def test_with_cp_same_outputs_and_gradients():
         outs = m(x)
         sum(o.sum() for o in outs).backward()
         grads.append((outs, m.prompt_tokens.grad.clone(),
-                      m.proxy_prompt_tokens.grad.clone()))
+                      m.proxy_prompt_tokens.grad.clone()) +
+                     ((m.prompt_gate.grad.clone(), ) if gated else ()))
     for ga, gb in zip(grads[0][1:], grads[1][1:]):
         torch.testing.assert_close(ga, gb)
     for oa, ob in zip(grads[0][0], grads[1][0]):
