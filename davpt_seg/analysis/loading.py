@@ -29,8 +29,11 @@ def load_model(config, checkpoint: str, device: str = 'cpu',
     Where the checkpoint stores no ``dataset_meta``, the classes and palette
     come from the config's test dataset instead of mmseg's guess by class
     count. Raises ``TypeError`` unless the backbone is a
-    :class:`PromptedVisionTransformer`.
+    :class:`PromptedVisionTransformer`. A ``Config`` passed in is left as
+    it is (``init_model`` would clear its backbone's ``init_cfg``).
     """
+    if not isinstance(config, str):
+        config = copy.deepcopy(config)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
         model = init_model(config, checkpoint, device=device,

@@ -19,8 +19,17 @@ NO_PROMPTS = dict(num_prompts=0, num_proxy_prompts=0, guided_layers=[],
 
 def frozen_reference(cfg, device: str = 'cpu') -> torch.nn.Module:
     """The config's backbone without prompts (and K/V biases), its
-    pretrained weights loaded by ``init_weights``, in eval mode."""
+    pretrained weights loaded by ``init_weights``, in eval mode.
+
+    Raises:
+        ValueError: the backbone's ``init_cfg`` names no pretrained file
+            (the reference would be a random ViT).
+    """
     backbone_cfg = copy.deepcopy(cfg.model.backbone)
+    if not (backbone_cfg.get('init_cfg') or {}).get('checkpoint'):
+        raise ValueError(
+            'frozen_reference: model.backbone.init_cfg names no pretrained '
+            'checkpoint, so the frozen reference would be a random ViT')
     backbone_cfg.update(NO_PROMPTS)
     backbone = MODELS.build(backbone_cfg)
     backbone.init_weights()

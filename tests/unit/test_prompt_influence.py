@@ -1,6 +1,7 @@
 """davpt_seg.analysis.prompt_influence: the share of patch attention on the
 prompts (against the explicit-attention reference forward) and the output
 cosine against the same backbone without prompts."""
+import pytest
 import torch
 from mmengine.config import ConfigDict
 from mmseg.registry import MODELS
@@ -65,3 +66,38 @@ def test_gated_prompts_at_step_0_leave_the_backbone_unmoved(tmp_path):
         gated.prompt_gate.fill_(0.5)
     shares = prompt_attention_share(gated, x)
     assert all(abs(s - torch.tanh(torch.tensor(0.5))) < 1e-6 for s in shares)
+
+
+def test_reference_of_a_loaded_checkpoint_has_its_frozen_weights(tmp_path):
+    """load_model must not clear the config's init_cfg (mmseg's init_model
+    does so on the Config it gets): the reference measured against a
+    trained checkpoint is the pretrained ViT, not a random one."""
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+
+    from davpt_seg.analysis.loading import load_model
+    init_default_scope('mmseg')
+    save_vit(tmp_path / 'vit.pth', **TINY_VIT)
+    cfg = Config(dict(
+        model=dict(
+            type='EncoderDecoder',
+            data_preprocessor=dict(type='SegDataPreProcessor',
+                                   size=(64, 64)),
+            backbone=_cfg(tmp_path / 'vit.pth', num_prompts=3,
+                          gated_prompts=True).model.backbone,
+            decode_head=dict(type='FCNHead', in_channels=64, channels=8,
+                             num_convs=1, num_classes=3, in_index=-1,
+                             loss_decode=dict(type='CrossEntropyLoss'))),
+        test_pipeline=[], default_scope='mmseg'))
+    trained = MODELS.build(cfg.model)
+    trained.init_weights()
+    torch.save(dict(state_dict=trained.state_dict(), meta={}),
+               tmp_path / 'trained.pth')
+    model = load_model(cfg, str(tmp_path / 'trained.pth'))
+    assert cfg.model.backbone.init_cfg.checkpoint == str(tmp_path / 'vit.pth')
+    x = torch.randn(1, 3, 64, 64)
+    same = influence(model.backbone, frozen_reference(cfg), x)
+    assert all(abs(c - 1) < 1e-6 for c in same['output_cosine'].values())
+    cfg.model.backbone.init_cfg = None
+    with pytest.raises(ValueError, match='random ViT'):
+        frozen_reference(cfg)
