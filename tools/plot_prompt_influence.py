@@ -55,8 +55,9 @@ def main(argv=None) -> None:
     for label, d in zip(args.labels, data):
         shares = d['attention_to_prompts']
         axes[0].plot(range(len(shares)), shares, marker='o', label=label)
-    axes[0].set(xlabel='layer', ylabel='patch attention on prompts',
-                title='Share of patch-query attention on prompts')
+    axes[0].set(xlabel='layer',
+                ylabel='patch attention on prompts\n(gated: tanh(gate))',
+                title='Patch-query attention on prompts')
     axes[0].legend(fontsize=7, loc='upper right', framealpha=0.7)
     layers = sorted({int(k) for d in data for k in d['output_cosine']})
     width = 0.8 / len(data)
