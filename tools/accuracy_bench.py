@@ -244,11 +244,12 @@ def main(argv=None) -> int:
     chosen, inherited, grid = {}, {}, None
     if args.lr_from:
         try:
-            chosen, inherited = chosen_lrs(args.lr_from, args.variants)
+            scores = selection_scores(args.lr_from)
+            chosen, inherited = chosen_lrs(scores, args.variants)
         except ValueError as err:
-            sys.exit(f'error: --lr-from {err}')
-        grid = {v: {f'{lr:g}': m for lr, m in sorted(scores.items())}
-                for v, scores in selection_scores(args.lr_from).items()}
+            sys.exit(f'error: --lr-from: {err}')
+        grid = {v: {f'{lr:g}': m for lr, m in sorted(row.items())}
+                for v, row in scores.items()}
     rows = []  # (name, variant, base lr)
     for variant in args.variants:
         if args.lrs:

@@ -32,26 +32,25 @@ def selection_scores(paths: Sequence[str]) -> Dict[str, Dict[float, float]]:
     return scores
 
 
-def chosen_lrs(paths: Sequence[str], variants: Sequence[str]
+def chosen_lrs(scores: Dict[str, Dict[float, float]],
+               variants: Sequence[str]
                ) -> Tuple[Dict[str, float], Dict[str, str]]:
     """Per variant, the base learning rate of its best row (highest mean
-    mIoU) over the ``results.json`` files ``paths``; a lever variant without
+    mIoU) in ``scores`` (:func:`selection_scores`); a lever variant without
     rows of its own takes its base variant's (:data:`LR_BASE`).
 
     Returns:
         (dict variant -> lr, dict variant -> variant whose lr it took).
     Raises:
-        ValueError: a file was not evaluated on ``select``, or a variant
-            has no learning-rate rows.
+        ValueError: a variant has no learning-rate rows.
     """
-    scores = selection_scores(paths)
     chosen, inherited = {}, {}
     for variant in variants:
         source = variant
         if source not in scores and LR_BASE.get(variant) in scores:
             source = inherited[variant] = LR_BASE[variant]
         if source not in scores:
-            raise ValueError(f'{", ".join(paths)}: no learning-rate rows of '
-                             f'{variant}')
+            raise ValueError('the selection results have no learning-rate '
+                             f'rows of {variant}')
         chosen[variant] = max(scores[source], key=scores[source].get)
     return chosen, inherited

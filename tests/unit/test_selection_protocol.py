@@ -18,7 +18,7 @@ from mmseg.registry import MODELS
 import davpt_seg  # noqa: F401
 from davpt_seg.bench import (PRESETS, SPLIT_FILES, chosen_lrs,
                              preset_config, read_mapping_log,
-                             scaled_schedule)
+                             scaled_schedule, selection_scores)
 from helpers import CONFIG_DIR, ROOT
 
 SHARED_TRAIN = ROOT.parent / 'shared' / 'data' / 'camvid' / 'train'
@@ -150,19 +150,20 @@ def test_learning_rates_are_chosen_over_several_selection_files(tmp_path):
     adamw = _select_results(tmp_path / 'adamw.json', [
         ('full_adamw', 3e-5, 30.), ('full_adamw', 1e-4, 31.)])
     chosen, inherited = chosen_lrs(
-        [sgd, adamw], ['vpt', 'davpt', 'full_adamw', 'vpt_gated',
-                       'davpt_gated_patchmap'])
+        selection_scores([sgd, adamw]),
+        ['vpt', 'davpt', 'full_adamw', 'vpt_gated', 'davpt_gated_patchmap'])
     assert chosen == dict(vpt=0.01, davpt=0.003, full_adamw=1e-4,
                           vpt_gated=0.01, davpt_gated_patchmap=0.003)
     assert inherited == dict(vpt_gated='vpt', davpt_gated_patchmap='davpt')
     # a lever with rows of its own uses them
     own = _select_results(tmp_path / 'own.json', [('vpt_gated', 0.1, 40.)])
-    assert chosen_lrs([sgd, own], ['vpt_gated']) == ({'vpt_gated': 0.1}, {})
+    assert chosen_lrs(selection_scores([sgd, own]), ['vpt_gated']) == (
+        {'vpt_gated': 0.1}, {})
     with pytest.raises(ValueError, match='no learning-rate rows of heads'):
-        chosen_lrs([sgd], ['heads'])
+        chosen_lrs(selection_scores([sgd]), ['heads'])
     val = _select_results(tmp_path / 'val.json', [('vpt', 0.01, 1.)], 'val')
     with pytest.raises(ValueError, match="chosen on 'select' only"):
-        chosen_lrs([sgd, val], ['vpt'])
+        selection_scores([sgd, val])
 
 
 def test_mapping_updates_are_read_from_the_run_logs(tmp_path):

@@ -66,4 +66,3 @@ class CaptureMixin:
         finally:
             self._attn_capture = None
             handle.remove()
-

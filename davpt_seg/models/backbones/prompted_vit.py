@@ -142,7 +142,6 @@ class PromptedVisionTransformer(CaptureMixin, VisionTransformer):
         self.prompt_gate = nn.Parameter(torch.zeros(
             num_layers, self.num_heads)) if gated_prompts else None
 
-        self._guided_capture = None
         self.init_prompts()
         self._freeze_pretrained()
         if self.prompt_tokens is not None:
@@ -364,16 +363,23 @@ class PromptedVisionTransformer(CaptureMixin, VisionTransformer):
         """[B, h, w, C] image tokens of [B, lead + h * w, C] tokens."""
         return x[:, lead:].reshape(x.shape[0], *hw_shape, x.shape[-1])
 
+    def _frozen_tokens(self, inputs: torch.Tensor, with_cls: bool,
+                       last_layer: int):
+        """Tokens [B, lead + N, C] after layer ``last_layer`` of the
+        prompt-free frozen ViT, the patch grid and ``lead``."""
+        x, hw_shape, lead = self.embed_tokens(inputs, with_cls)
+        for i in range(last_layer + 1):
+            x, _ = self._run_layer(i, x, lead, False, False)
+        return x, hw_shape, lead
+
     @torch.no_grad()
     def forward_frozen_patches(self, inputs: torch.Tensor,
                                layer: int) -> torch.Tensor:
         """[B, h, w, C] output image tokens of ``layer`` of the prompt-free
         frozen ViT (the features of an initial ``'class_patches'``
         mapping)."""
-        x, hw_shape, lead = self.embed_tokens(inputs, self.with_cls_token)
-        for i in range(layer + 1):
-            x, _ = self._run_layer(i, x, lead, False, False)
-        return self._patch_grid(x, hw_shape, lead)
+        return self._patch_grid(
+            *self._frozen_tokens(inputs, self.with_cls_token, layer))
 
     @torch.no_grad()
     def forward_cls(self, inputs: torch.Tensor) -> torch.Tensor:
@@ -381,9 +387,7 @@ class PromptedVisionTransformer(CaptureMixin, VisionTransformer):
         the initial class->prompt mapping)."""
         if not self.with_cls_token:
             raise RuntimeError('forward_cls needs with_cls_token=True')
-        x, _, lead = self.embed_tokens(inputs, True)
-        for i in range(len(self.layers)):
-            x, _ = self._run_layer(i, x, lead, False, False)
+        x, _, _ = self._frozen_tokens(inputs, True, len(self.layers) - 1)
         return x[:, 0]
 
     def train(self, mode: bool = True):

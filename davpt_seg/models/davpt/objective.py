@@ -14,9 +14,9 @@ training step (``docs/method.md`` §3-§5)::
 
 It adds every image's final [CLS] to the statistics of the classes it
 contains (or, with ``mapping_feature='class_patches'``, each class's
-pooled patch tokens; a collective in distributed runs), picks one target prompt per
-image (``target_rule``) and returns the weighted token->prompt and
-[CLS]->prompt metric losses, averaged over the guided layers.
+pooled patch tokens; a collective in distributed runs), picks one target
+prompt per image (``target_rule``) and returns the weighted token->prompt
+and [CLS]->prompt metric losses, averaged over the guided layers.
 """
 import math
 from typing import Dict, Optional, Tuple
